@@ -1,0 +1,120 @@
+/*
+ * node/ public contract: configuration, the hkd control protocol (framing
+ * and server), and the helpers hkd and hkctl share.  Nothing outside node/
+ * needs another header from this folder.
+ */
+#ifndef HK_NODE_H
+#define HK_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ctl.pb-c.h"
+
+/* ---- sizes ---------------------------------------------------------- */
+
+/*
+ * Parse "512", "64K", "256M", "1G", "4T" (binary multiples, optional "iB"/"B"
+ * suffix, case-insensitive) into bytes.  Returns 0 or -EINVAL / -ERANGE.
+ */
+int hk_parse_size(const char *s, uint64_t *out);
+/* "1.5 GiB" style, for humans; returns buf. */
+const char *hk_format_size(uint64_t bytes, char *buf, size_t len);
+
+/* ---- configuration (INI, libinih) ----------------------------------- */
+
+#define HK_NAME_MAX 64
+#define HK_MAX_NODES 64
+
+struct hk_node_conf {
+	char name[HK_NAME_MAX];
+	char address[128];     /* host:port for the fabric (P3) */
+	uint64_t memory;       /* bytes of guest memory this node contributes */
+	char control[108];     /* Unix socket path (sun_path limit) */
+};
+
+struct hk_config {
+	char path[4096];                 /* file it came from */
+	char cluster_name[HK_NAME_MAX];
+	char provider[64];               /* libfabric provider, "tcp;ofi_rxm" */
+	/* [guest] */
+	char kernel[4096];
+	char cmdline[4096];
+	uint64_t guest_memory;           /* 0 = sum of node memory */
+	unsigned vcpus;
+	/* [node NAME] sections in file order */
+	unsigned n_nodes;
+	struct hk_node_conf nodes[HK_MAX_NODES];
+};
+
+/*
+ * Load and validate an INI file.  On failure returns a negative errno and
+ * writes one line naming the file, line and key into err.
+ */
+int hk_config_load(const char *path, struct hk_config *cfg, char *err, size_t errlen);
+const struct hk_node_conf *hk_config_node(const struct hk_config *cfg, const char *name);
+/* Guest memory the cluster presents: [guest] memory or the sum of nodes. */
+uint64_t hk_config_guest_memory(const struct hk_config *cfg);
+
+/* ---- control protocol framing ---------------------------------------- */
+
+/*
+ * A frame is a 4-byte big-endian length and a protobuf-c message.  Frames
+ * larger than this are refused before their body is read: the console
+ * buffer (HK_CONSOLE_KEEP) plus headroom is the largest legitimate reply.
+ */
+#define HK_CTL_MAX_FRAME (4u << 20)
+#define HK_CTL_VERSION 1
+
+enum hk_wire_err {
+	HK_WIRE_OK = 0,
+	HK_WIRE_EOF = -1,       /* peer closed before a frame started */
+	HK_WIRE_TRUNCATED = -2, /* peer closed or timed out inside a frame */
+	HK_WIRE_TOO_BIG = -3,   /* length prefix above the limit */
+	HK_WIRE_GARBAGE = -4,   /* body is not a valid message */
+	HK_WIRE_IO = -5,        /* read/write error, errno set */
+};
+
+const char *hk_wire_strerror(int err);
+
+/*
+ * Read one frame body into a malloc'd buffer (*buf, *len).  max bounds the
+ * length prefix.  Returns HK_WIRE_OK or a negative hk_wire_err.
+ */
+int hk_wire_read_frame(int fd, size_t max, uint8_t **buf, size_t *len);
+int hk_wire_write_frame(int fd, const uint8_t *buf, size_t len);
+
+/* Typed helpers over the above.  Unpacked messages are freed by the caller
+ * with the matching hk__ctl__*__free_unpacked(). */
+int hk_wire_send_request(int fd, const Hk__Ctl__CtlRequest *req);
+int hk_wire_recv_request(int fd, Hk__Ctl__CtlRequest **req);
+int hk_wire_send_response(int fd, const Hk__Ctl__CtlResponse *rsp);
+int hk_wire_recv_response(int fd, Hk__Ctl__CtlResponse **rsp);
+
+/* ---- control server (hkd side) ---------------------------------------- */
+
+struct hk_ctl_server;
+
+/*
+ * Called on a server thread for every well-formed request; fills rsp.
+ * Anything it allocates into rsp is released by the server through
+ * rsp_free after the reply is sent.  It may block (guest wait).
+ */
+struct hk_ctl_ops {
+	size_t size; /* sizeof(struct hk_ctl_ops), so the table can grow */
+	void (*handle)(void *ctx, const Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse *rsp);
+	void (*rsp_free)(void *ctx, Hk__Ctl__CtlResponse *rsp);
+};
+
+/* Bind path (mode 0600, stale socket replaced) and serve on own threads. */
+int hk_ctl_server_start(const char *path, const struct hk_ctl_ops *ops, void *ctx,
+			struct hk_ctl_server **out);
+void hk_ctl_server_stop(struct hk_ctl_server *srv);
+
+/* ---- control client (hkctl side) --------------------------------------- */
+
+/* Connect to a daemon's socket; -errno on failure. */
+int hk_ctl_connect(const char *path);
+
+#endif
