@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what hyperkernel needs from Debian's packages, and nothing twice:
+# packages already installed are skipped, apt-get update runs only when
+# something is missing.  Usage: deploy/install-deps.sh [--tests]
+set -euo pipefail
+
+pkgs=(gcc libc6-dev meson ninja-build pkg-config
+      libfabric-dev liburing-dev libprotobuf-c-dev protobuf-c-compiler
+      libinih-dev libjansson-dev)
+if [ "${1:-}" = "--tests" ]; then
+	# Criterion runs the tests; QEMU (TCG) checks guestos against a
+	# reference PVH loader where /dev/kvm is absent.
+	pkgs+=(libcriterion-dev qemu-system-x86 iproute2 procps)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing packages: ${missing[*]} (run as root to install them)" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,205 @@
+/*
+ * guestos internal header: constants shared with the assembly files and the
+ * declarations every C file of the guest needs. guestos is freestanding: no
+ * libc header beyond what gcc itself ships (stdint, stddef, stdbool, stdarg).
+ *
+ * Privilege split (see docs/boot-abi.md and ARCHITECTURE.md section 3): on
+ * kvm_pvm ring-0 guest code is emulated ~4000x slower than ring 3, so ring 0
+ * only builds the CPU tables and drops to ring 3 with IOPL=3. Everything else
+ * (command line, console output, workloads, debug exit) runs in ring 3.
+ */
+#ifndef GUESTOS_H
+#define GUESTOS_H
+
+/* ---- constants usable from assembly ---------------------------------- */
+
+#define GUESTOS_MAX_VCPUS    64
+#define GUESTOS_KSTACK_SHIFT 13 /* 8 KiB ring-0 stack per vCPU (trap frames only) */
+#define GUESTOS_KSTACK_SIZE  (1 << GUESTOS_KSTACK_SHIFT)
+#define GUESTOS_USTACK_SIZE  16384 /* ring-3 stack per vCPU (workloads) */
+
+/* EDI at entry when hyperkernel started us ("HKVC"); ESI is then the index. */
+#define HK_BOOT_MAGIC 0x43564b48
+
+/* GDT layout (boot.S builds it). TSS descriptors are 16 bytes, one per vCPU. */
+#define SEL_KCODE      0x08
+#define SEL_KDATA      0x10
+#define SEL_UDATA      0x18
+#define SEL_UCODE      0x20
+#define SEL_TSS0       0x28
+#define GDT_TSS0_INDEX 5
+#define GDT_ENTRIES    (GDT_TSS0_INDEX + 2 * GUESTOS_MAX_VCPUS)
+
+/* RFLAGS for ring-3 tasks: IOPL=3 (port I/O allowed), IF=0, reserved bit 1. */
+#define USER_RFLAGS 0x3002
+
+/* Where sipi.S's trampoline runs under QEMU: page-aligned, below 1 MiB. */
+#define SIPI_TRAMPOLINE 0x8000
+
+/* Software interrupt (DPL 3) that halts the calling vCPU for good. */
+#define VEC_PARK 0x81
+
+#define NR_EXCEPTIONS 32
+
+#ifndef __ASSEMBLER__
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Everything the boot page tables map, identity, 2 MiB pages (boot.S). */
+#define GUESTOS_MAPPED_LIMIT (64ULL << 30)
+
+#define GUESTOS_PAGE_SIZE 4096ULL
+
+/* Exit values written to port 0x501; hkd/QEMU report (v << 1) | 1. */
+enum guestos_exit {
+	GUESTOS_EXIT_OK = 0,
+	GUESTOS_EXIT_WORKLOAD = 1,
+	GUESTOS_EXIT_CMDLINE = 2,
+	GUESTOS_EXIT_EXCEPTION = 3,
+};
+
+#define NORETURN	  __attribute__((noreturn))
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#define CACHELINE_ALIGNED __attribute__((aligned(64)))
+
+/* ---- linker script and assembly symbols ------------------------------- */
+
+extern char __guestos_start[], __guestos_end[];
+extern uint64_t guestos_gdt[GDT_ENTRIES];
+extern const uint64_t guestos_trap_stubs[NR_EXCEPTIONS];
+void guestos_park_stub(void);
+NORETURN void enter_user(void (*entry)(unsigned), uint64_t rsp, unsigned arg);
+
+/* ---- per-vCPU memory (smp.c) ------------------------------------------ */
+
+extern uint8_t guestos_kstacks[GUESTOS_MAX_VCPUS][GUESTOS_KSTACK_SIZE];
+
+/* ---- ring 0: cpu.c, trap.c, smp.c ------------------------------------- */
+
+void cpu_load_tss(unsigned cpu);
+void idt_init(void);
+void idt_load(void);
+struct trap_frame;
+NORETURN void guestos_trap(struct trap_frame *tf);
+NORETURN void guestos_kmain(unsigned cpu, unsigned hyperkernel, uint32_t start_info);
+
+/* ---- small helpers usable in both rings -------------------------------- */
+
+static inline void cpu_relax(void)
+{
+	__asm__ volatile("pause" ::: "memory");
+}
+
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static inline void outb(uint16_t port, uint8_t v)
+{
+	__asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port));
+}
+
+static inline uint8_t inb(uint16_t port)
+{
+	uint8_t v;
+	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
+/* Halts this vCPU forever (ring 0 or 3: the park gate has DPL 3). */
+static inline NORETURN void park(void)
+{
+	for (;;)
+		__asm__ volatile("int %0" ::"i"(VEC_PARK) : "memory");
+}
+
+/* ---- lib.c: the few string functions a freestanding build still needs -- */
+
+void *memset(void *dst, int c, size_t n);
+void *memcpy(void *dst, const void *src, size_t n);
+size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
+int strncmp(const char *a, const char *b, size_t n);
+
+/* ---- console.c, printf.c (ring 3; trap.c uses the unlocked variant) ---- */
+
+void console_init(bool poll_lsr);
+void console_write(const char *s, size_t n);
+void console_write_unlocked(const char *s, size_t n);
+int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) PRINTF_LIKE(3, 0);
+int snprintf(char *buf, size_t size, const char *fmt, ...) PRINTF_LIKE(3, 4);
+int printk(const char *fmt, ...) PRINTF_LIKE(1, 2);
+NORETURN void debug_exit(enum guestos_exit v);
+
+/* ---- bootinfo.c: what start_info tells us (ring 3, read by vCPU 0) ----- */
+
+struct mem_range {
+	uint64_t base;
+	uint64_t len;
+};
+
+#define BOOTINFO_MAX_RANGES 32
+
+struct bootinfo {
+	const char *cmdline; /* copy, NUL-terminated */
+	uint64_t ram_bytes;  /* all type-1 RAM in the memory map */
+	unsigned nr_usable;  /* RAM above the kernel image, mapped, 4 KiB aligned */
+	struct mem_range usable[BOOTINFO_MAX_RANGES];
+	bool has_memmap;
+};
+
+extern struct bootinfo guestos_bootinfo;
+extern uint32_t guestos_start_info_paddr;
+extern unsigned guestos_hyperkernel;
+int bootinfo_read(struct bootinfo *bi, uint32_t start_info_paddr);
+
+/* ---- cmdline.c -------------------------------------------------------- */
+
+#define CMDLINE_MAX_ARGS 64
+
+struct cmdline {
+	unsigned argc; /* argv[0] is the workload; hk.* and guestos.* words are not in argv */
+	const char *argv[CMDLINE_MAX_ARGS];
+	unsigned vcpus; /* hk.vcpus, 0 when absent */
+	unsigned sipi;	/* guestos.sipi, 0 when absent */
+};
+
+int cmdline_parse(struct cmdline *cl, const char *text);
+const char *cmdline_value(const char *arg, const char *key);
+int parse_u64(const char *s, uint64_t *out);
+int parse_size(const char *s, uint64_t *out);
+
+/* ---- sipi.c: starting processors ourselves under QEMU ------------------ */
+
+int sipi_start_aps(unsigned nr, uint32_t start_info);
+
+/* ---- smp.c: running one workload on every vCPU (ring 3) ---------------- */
+
+/*
+ * A workload is SPMD: vCPU 0 calls parse() alone, then every vCPU calls
+ * run(cpu, nr) and vCPU 0 turns run()'s return value into the exit value.
+ * run() must not return on vCPU 0 before the others are done with shared
+ * state (end with smp_barrier()).
+ */
+struct workload {
+	const char *name;
+	const char *usage;
+	int (*parse)(const struct cmdline *cl); /* 0 or -1 after printing why */
+	enum guestos_exit (*run)(unsigned cpu, unsigned nr);
+};
+
+extern const struct workload workload_memtest;
+extern const struct workload workload_hello;
+extern const struct workload workload_fault;
+
+void smp_barrier(void);
+NORETURN void task_main(unsigned cpu);
+
+#endif /* !__ASSEMBLER__ */
+#endif /* GUESTOS_H */

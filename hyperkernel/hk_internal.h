@@ -1,0 +1,106 @@
+/* Internal to hyperkernel/: the VM, vCPU and device structures. */
+#ifndef HK_INTERNAL_H
+#define HK_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "hyperkernel.h"
+#include "kvm_compat.h"
+
+struct hk_vm;
+
+/*
+ * A port-I/O device.  Devices are tables, not if-chains: the I/O bus finds
+ * the one whose [base, base+len) covers the port and calls it.  size lets
+ * the table grow without breaking older devices.
+ */
+struct hk_pio_ops {
+	size_t size;
+	const char *name;
+	uint16_t base;
+	uint16_t len;
+	/* offset is port - base; width is 1, 2 or 4 bytes */
+	uint32_t (*read)(struct hk_vm *vm, void *dev, uint16_t offset, unsigned width);
+	void (*write)(struct hk_vm *vm, void *dev, uint16_t offset, unsigned width, uint32_t val);
+};
+
+#define HK_MAX_PIO_DEVICES 8
+
+struct hk_pio_dev {
+	const struct hk_pio_ops *ops;
+	void *state;
+};
+
+extern const struct hk_pio_ops hk_serial_ops;
+extern const struct hk_pio_ops hk_debug_exit_ops;
+
+/* 16550 register file; one per VM. */
+struct hk_serial {
+	pthread_mutex_t lock;
+	uint8_t ier, lcr, mcr, scr, dll, dlm;
+};
+
+struct hk_vcpu {
+	struct hk_vm *vm;
+	unsigned index;
+	int fd;
+	struct kvm_run *run;
+	size_t run_size;
+	pthread_t thread;
+	bool thread_started;
+	_Atomic uint64_t exits;
+	_Atomic uint64_t io_exits;
+};
+
+struct hk_vm {
+	int kvm_fd;
+	int vm_fd;
+	struct hk_mem *mem;
+	unsigned n_vcpus;
+	struct hk_vcpu vcpus[HK_MAX_VCPUS];
+	struct hk_boot_info boot;
+
+	struct hk_pio_dev pio[HK_MAX_PIO_DEVICES];
+	unsigned n_pio;
+	struct hk_serial serial;
+
+	hk_console_fn console;
+	void *console_ctx;
+
+	/* Guest lifecycle, guarded by lock; done is broadcast on every change. */
+	pthread_mutex_t lock;
+	pthread_cond_t done;
+	struct hk_vm_result result;
+	unsigned halted_vcpus;
+	uint64_t start_ns;
+	_Atomic bool stopping;
+
+	_Atomic uint64_t unhandled_io;
+};
+
+/* vm.c */
+/* End the guest with this outcome (first caller wins) and kick every vCPU. */
+void hk_vm_finish(struct hk_vm *vm, enum hk_vm_state state, int exit_status, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* iobus.c */
+int hk_pio_register(struct hk_vm *vm, const struct hk_pio_ops *ops, void *state);
+void hk_pio_access(struct hk_vm *vm, uint16_t port, bool write, unsigned width, uint8_t *data);
+
+/* x86_boot.c: architectural state at the PVH entry (docs/boot-abi.md). */
+int hk_x86_setup_cpuid(struct hk_vm *vm, struct hk_vcpu *vcpu, char *err, size_t errlen);
+int hk_x86_setup_pvh_state(struct hk_vm *vm, struct hk_vcpu *vcpu, char *err, size_t errlen);
+int hk_x86_write_boot_gdt(struct hk_mem *mem);
+
+/* vcpu.c */
+int hk_vcpu_init(struct hk_vm *vm, unsigned index, char *err, size_t errlen);
+int hk_vcpu_start(struct hk_vcpu *vcpu);
+void hk_vcpu_kick(struct hk_vcpu *vcpu);
+void hk_vcpu_join(struct hk_vcpu *vcpu);
+void hk_vcpu_destroy(struct hk_vcpu *vcpu);
+
+/* mem.c: KVM memory slots for every RAM range. */
+int hk_mem_attach_kvm(struct hk_mem *mem, int vm_fd, char *err, size_t errlen);
+
+#endif

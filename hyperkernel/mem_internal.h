@@ -1,0 +1,39 @@
+/* Internal to hyperkernel/: guest RAM and its userfaultfd state. */
+#ifndef HK_MEM_INTERNAL_H
+#define HK_MEM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "hyperkernel.h"
+
+struct hk_mem {
+	uint8_t *base; /* one host mapping for all RAM ranges, back to back */
+	uint64_t size;
+	struct hk_mem_range ranges[2];
+	uint64_t host_off[2]; /* offset of each range inside base */
+	unsigned n_ranges;
+
+	int uffd;
+	int stop_fd; /* eventfd: tells the fault thread to leave */
+	pthread_t fault_thread;
+	bool fault_thread_started;
+
+	uint64_t window;
+	/* One bit per window: set once the fault thread has filled it.  Only
+	 * the fault thread touches it; calloc'd, so a multi-TiB guest pays
+	 * only for the bitmap pages its touched windows land in. */
+	uint64_t *window_done;
+	const uint8_t *zero; /* window-sized, never written: reads hit the zero page */
+
+	_Atomic uint64_t resident_pages;
+	_Atomic uint64_t faults;
+	_Atomic uint64_t fault_races;
+	_Atomic uint64_t fault_ns;
+};
+
+/* fault.c */
+int hk_fault_start(struct hk_mem *mem, char *err, size_t errlen);
+void hk_fault_stop(struct hk_mem *mem);
+
+#endif

@@ -1,0 +1,410 @@
+/*
+ * hkd's control requests: guest lifecycle, console and status for one
+ * node.  Every request runs on a control-server thread; the daemon lock
+ * guards which guest is current, never a running guest itself.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+
+#define CONSOLE_REPLY_MAX (HK_CTL_MAX_FRAME - 4096)
+
+static void reply_error(Hk__Ctl__CtlResponse *rsp, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void reply_error(Hk__Ctl__CtlResponse *rsp, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	rsp->error = s ? s : strdup("out of memory");
+}
+
+static void guest_put(struct hk_daemon *d, struct hk_guest *g)
+{
+	bool last;
+
+	pthread_mutex_lock(&d->lock);
+	last = --g->refs == 0;
+	pthread_mutex_unlock(&d->lock);
+	if (!last)
+		return;
+	hk_vm_destroy(g->vm);
+	free(g->kernel);
+	free(g->cmdline);
+	free(g);
+}
+
+/* Current guest with a reference held, or NULL. */
+static struct hk_guest *guest_get(struct hk_daemon *d)
+{
+	struct hk_guest *g;
+
+	pthread_mutex_lock(&d->lock);
+	g = d->guest;
+	if (g)
+		g->refs++;
+	pthread_mutex_unlock(&d->lock);
+	return g;
+}
+
+static Hk__Ctl__GuestState state_to_proto(enum hk_vm_state s)
+{
+	switch (s) {
+	case HK_VM_RUNNING:
+		return HK__CTL__GUEST_STATE__GUEST_RUNNING;
+	case HK_VM_EXITED:
+		return HK__CTL__GUEST_STATE__GUEST_EXITED;
+	case HK_VM_CRASHED:
+		return HK__CTL__GUEST_STATE__GUEST_CRASHED;
+	case HK_VM_STOPPED:
+		return HK__CTL__GUEST_STATE__GUEST_STOPPED;
+	default:
+		return HK__CTL__GUEST_STATE__GUEST_NONE;
+	}
+}
+
+static Hk__Ctl__GuestInfo *guest_info(struct hk_guest *g, const struct hk_vm_result *r)
+{
+	Hk__Ctl__GuestInfo *gi = calloc(1, sizeof(*gi));
+
+	if (!gi)
+		return NULL;
+	hk__ctl__guest_info__init(gi);
+	if (!g)
+		return gi;
+	gi->state = state_to_proto(r->state);
+	gi->exit_status = r->exit_status;
+	gi->kernel = strdup(g->kernel);
+	gi->cmdline = strdup(g->cmdline);
+	gi->runtime_ms = r->runtime_ns / 1000000;
+	gi->reason = strdup(r->reason);
+	return gi;
+}
+
+static void guest_info_free(Hk__Ctl__GuestInfo *gi)
+{
+	if (!gi)
+		return;
+	if (gi->kernel != protobuf_c_empty_string)
+		free(gi->kernel);
+	if (gi->cmdline != protobuf_c_empty_string)
+		free(gi->cmdline);
+	if (gi->reason != protobuf_c_empty_string)
+		free(gi->reason);
+	free(gi);
+}
+
+static void console_sink(void *ctx, const char *buf, size_t len)
+{
+	hk_console_append(ctx, buf, len);
+}
+
+static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest *req,
+			   Hk__Ctl__CtlResponse *rsp)
+{
+	const char *kernel = req->kernel && *req->kernel ? req->kernel : d->cfg->kernel;
+	const char *cmdline = req->cmdline && *req->cmdline ? req->cmdline : d->cfg->cmdline;
+	struct hk_vm_config vc = {
+		.kernel_path = kernel,
+		.cmdline = cmdline,
+		.memory = hk_config_guest_memory(d->cfg),
+		.vcpus = d->cfg->vcpus,
+		.console = console_sink,
+		.console_ctx = &d->console,
+	};
+	struct hk_guest *g, *old = NULL;
+	struct hk_vm_result r;
+	char err[256];
+	int ret;
+
+	if (!*kernel) {
+		reply_error(rsp, "guest start: no kernel given and none in [guest] of %s",
+			    d->cfg->path);
+		return;
+	}
+	g = calloc(1, sizeof(*g));
+	if (!g) {
+		reply_error(rsp, "guest start: out of memory");
+		return;
+	}
+	g->refs = 1;
+	g->kernel = strdup(kernel);
+	g->cmdline = strdup(cmdline);
+
+	/* Hold the lock across creation so two starts cannot race; creating
+	 * memory and loading the kernel take milliseconds, not seconds. */
+	pthread_mutex_lock(&d->lock);
+	if (d->shutting_down) {
+		pthread_mutex_unlock(&d->lock);
+		reply_error(rsp, "guest start: daemon is shutting down");
+		goto fail;
+	}
+	if (d->guest) {
+		hk_vm_result(d->guest->vm, &r);
+		if (r.state == HK_VM_RUNNING || r.state == HK_VM_CREATED) {
+			pthread_mutex_unlock(&d->lock);
+			reply_error(rsp, "guest start: a guest is already running (hkctl guest stop first)");
+			goto fail;
+		}
+	}
+	hk_console_reset(&d->console);
+	ret = hk_vm_create(&vc, &g->vm, err, sizeof(err));
+	if (ret == 0)
+		ret = hk_vm_start(g->vm);
+	if (ret) {
+		pthread_mutex_unlock(&d->lock);
+		reply_error(rsp, "guest start: %s", ret == -EALREADY ? "already started" : err);
+		goto fail;
+	}
+	old = d->guest;
+	d->guest = g;
+	pthread_mutex_unlock(&d->lock);
+	if (old)
+		guest_put(d, old);
+
+	fprintf(stderr, "hkd[%s]: guest started: %s \"%s\"\n", d->node->name, kernel, cmdline);
+	hk_vm_result(g->vm, &r);
+	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_GUEST;
+	rsp->guest = guest_info(g, &r);
+	return;
+fail:
+	if (g->vm)
+		hk_vm_destroy(g->vm);
+	free(g->kernel);
+	free(g->cmdline);
+	free(g);
+}
+
+static void do_guest_stop(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
+{
+	struct hk_guest *g = guest_get(d);
+	struct hk_vm_result r;
+
+	if (!g) {
+		reply_error(rsp, "guest stop: no guest has been started");
+		return;
+	}
+	hk_vm_stop(g->vm, "stopped by hkctl");
+	hk_vm_result(g->vm, &r);
+	fprintf(stderr, "hkd[%s]: guest stopped\n", d->node->name);
+	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_GUEST;
+	rsp->guest = guest_info(g, &r);
+	guest_put(d, g);
+}
+
+static void do_guest_wait(struct hk_daemon *d, const Hk__Ctl__GuestWaitRequest *req,
+			  Hk__Ctl__CtlResponse *rsp)
+{
+	struct hk_guest *g = guest_get(d);
+	struct hk_vm_result r;
+	Hk__Ctl__WaitReply *w;
+	int ret;
+
+	if (!g) {
+		reply_error(rsp, "guest wait: no guest has been started");
+		return;
+	}
+	ret = hk_vm_wait(g->vm, req->timeout_ms ? (int)req->timeout_ms : -1, &r);
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		reply_error(rsp, "guest wait: out of memory");
+		goto out;
+	}
+	hk__ctl__wait_reply__init(w);
+	w->timed_out = ret == -ETIMEDOUT;
+	w->guest = guest_info(g, &r);
+	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_WAIT;
+	rsp->wait = w;
+out:
+	guest_put(d, g);
+}
+
+static void do_guest_console(struct hk_daemon *d, const Hk__Ctl__GuestConsoleRequest *req,
+			     Hk__Ctl__CtlResponse *rsp)
+{
+	Hk__Ctl__ConsoleReply *c = calloc(1, sizeof(*c));
+	uint64_t start, total;
+	uint8_t *data;
+	size_t n;
+
+	if (!c) {
+		reply_error(rsp, "guest console: out of memory");
+		return;
+	}
+	hk__ctl__console_reply__init(c);
+	n = hk_console_read(&d->console, req->offset, CONSOLE_REPLY_MAX, &data, &start, &total);
+	c->data.data = data;
+	c->data.len = n;
+	c->offset = start;
+	c->total = total;
+	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_CONSOLE;
+	rsp->console = c;
+}
+
+static void do_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
+{
+	Hk__Ctl__StatusReply *s = calloc(1, sizeof(*s));
+	struct hk_guest *g = guest_get(d);
+	struct hk_vm_result r = {0};
+
+	if (!s) {
+		reply_error(rsp, "status: out of memory");
+		goto out;
+	}
+	hk__ctl__status_reply__init(s);
+	s->node = strdup(d->node->name);
+	s->cluster = strdup(d->cfg->cluster_name);
+	s->vcpus = d->cfg->vcpus;
+	s->guest_memory = hk_config_guest_memory(d->cfg);
+	s->pid = (uint32_t)getpid();
+	s->uptime_ms = (hk_now_ns() - d->start_ns) / 1000000;
+	s->console_bytes = hk_console_total(&d->console);
+	if (g) {
+		struct hk_vm_stats st;
+
+		hk_vm_result(g->vm, &r);
+		hk_vm_get_stats(g->vm, &st);
+		s->resident_pages = st.mem.resident_pages;
+		s->uffd_faults = st.mem.faults;
+		s->vcpu_exits = st.vcpu_exits;
+	}
+	s->guest = guest_info(g, &r);
+	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_STATUS;
+	rsp->status = s;
+out:
+	if (g)
+		guest_put(d, g);
+}
+
+static void daemon_handle(void *ctx, const Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse *rsp)
+{
+	struct hk_daemon *d = ctx;
+
+	switch (req->req_case) {
+	case HK__CTL__CTL_REQUEST__REQ_STATUS:
+		do_status(d, rsp);
+		break;
+	case HK__CTL__CTL_REQUEST__REQ_GUEST_START:
+		do_guest_start(d, req->guest_start, rsp);
+		break;
+	case HK__CTL__CTL_REQUEST__REQ_GUEST_STOP:
+		do_guest_stop(d, rsp);
+		break;
+	case HK__CTL__CTL_REQUEST__REQ_GUEST_CONSOLE:
+		do_guest_console(d, req->guest_console, rsp);
+		break;
+	case HK__CTL__CTL_REQUEST__REQ_GUEST_WAIT:
+		do_guest_wait(d, req->guest_wait, rsp);
+		break;
+	default:
+		reply_error(rsp, "unknown request %d", (int)req->req_case);
+		break;
+	}
+}
+
+static void free_str(char *s)
+{
+	if (s && s != protobuf_c_empty_string)
+		free(s);
+}
+
+static void daemon_rsp_free(void *ctx, Hk__Ctl__CtlResponse *rsp)
+{
+	free_str(rsp->error);
+	switch (rsp->rep_case) {
+	case HK__CTL__CTL_RESPONSE__REP_STATUS:
+		free_str(rsp->status->node);
+		free_str(rsp->status->cluster);
+		guest_info_free(rsp->status->guest);
+		free(rsp->status);
+		break;
+	case HK__CTL__CTL_RESPONSE__REP_GUEST:
+		guest_info_free(rsp->guest);
+		break;
+	case HK__CTL__CTL_RESPONSE__REP_CONSOLE:
+		free(rsp->console->data.data);
+		free(rsp->console);
+		break;
+	case HK__CTL__CTL_RESPONSE__REP_WAIT:
+		guest_info_free(rsp->wait->guest);
+		free(rsp->wait);
+		break;
+	default:
+		break;
+	}
+}
+
+const struct hk_ctl_ops hk_daemon_ctl_ops = {
+	.size = sizeof(struct hk_ctl_ops),
+	.handle = daemon_handle,
+	.rsp_free = daemon_rsp_free,
+};
+
+int hk_daemon_run(const struct hk_config *cfg, const char *node_name)
+{
+	struct hk_daemon *d;
+	sigset_t set;
+	int sig, ret;
+
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		fprintf(stderr, "hkd: out of memory\n");
+		return 1;
+	}
+	d->cfg = cfg;
+	d->node = hk_config_node(cfg, node_name);
+	if (!d->node) {
+		fprintf(stderr, "hkd: %s has no [node %s]\n", cfg->path, node_name);
+		free(d);
+		return 2;
+	}
+	d->start_ns = hk_now_ns();
+	pthread_mutex_init(&d->lock, NULL);
+	hk_console_init(&d->console);
+
+	/* Block the signals we wait for before any thread exists, so they all
+	 * inherit the mask and sigwait below is the only taker. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	ret = hk_ctl_server_start(d->node->control, &hk_daemon_ctl_ops, d, &d->ctl);
+	if (ret) {
+		fprintf(stderr, "hkd: control socket %s: %s\n", d->node->control, strerror(-ret));
+		free(d);
+		return 2;
+	}
+	fprintf(stderr, "hkd[%s]: cluster %s, %u vCPUs, %llu MiB guest memory, control %s\n",
+		d->node->name, cfg->cluster_name, cfg->vcpus,
+		(unsigned long long)(hk_config_guest_memory(cfg) >> 20), d->node->control);
+
+	while (sigwait(&set, &sig) != 0)
+		;
+	fprintf(stderr, "hkd[%s]: %s, shutting down\n", d->node->name, strsignal(sig));
+
+	/* Guest first: that releases control threads waiting on it, so the
+	 * server can join them. */
+	pthread_mutex_lock(&d->lock);
+	d->shutting_down = true;
+	pthread_mutex_unlock(&d->lock);
+	if (d->guest)
+		hk_vm_stop(d->guest->vm, "daemon shutting down");
+	hk_ctl_server_stop(d->ctl);
+	if (d->guest)
+		guest_put(d, d->guest);
+	free(d);
+	return 0;
+}

@@ -1,0 +1,198 @@
+#include "hk_test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char *slurp_fd(int fd)
+{
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap);
+	ssize_t n;
+
+	lseek(fd, 0, SEEK_SET);
+	while ((n = read(fd, buf + len, cap - len - 1)) > 0) {
+		len += (size_t)n;
+		if (cap - len < 2)
+			buf = realloc(buf, cap *= 2);
+	}
+	buf[len] = 0;
+	return buf;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int hk_run(char *const argv[], int timeout_s, struct hk_proc_result *r)
+{
+	FILE *fo = tmpfile(), *fe = tmpfile();
+	struct rusage ru;
+	double deadline = now_s() + timeout_s;
+	int st = 0;
+	pid_t pid;
+
+	memset(r, 0, sizeof(*r));
+	if (!fo || !fe)
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDONLY);
+
+		dup2(devnull, 0);
+		dup2(fileno(fo), 1);
+		dup2(fileno(fe), 2);
+		execv(argv[0], argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	for (;;) {
+		pid_t w = wait4(pid, &st, WNOHANG, &ru);
+
+		if (w == pid)
+			break;
+		if (now_s() > deadline && !r->timed_out) {
+			r->timed_out = true;
+			kill(pid, SIGKILL);
+		}
+		usleep(10000);
+	}
+	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	r->maxrss_kb = ru.ru_maxrss;
+	r->out = slurp_fd(fileno(fo));
+	r->err = slurp_fd(fileno(fe));
+	fclose(fo);
+	fclose(fe);
+	return 0;
+}
+
+void hk_proc_result_free(struct hk_proc_result *r)
+{
+	free(r->out);
+	free(r->err);
+	r->out = r->err = NULL;
+}
+
+pid_t hk_spawn(char *const argv[], const char *log_path)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		int devnull = open("/dev/null", O_RDONLY);
+
+		dup2(devnull, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+int hk_stop(pid_t pid, int grace_s)
+{
+	double deadline = now_s() + grace_s;
+	int st;
+
+	kill(pid, SIGTERM);
+	for (;;) {
+		pid_t w = waitpid(pid, &st, WNOHANG);
+
+		if (w == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		if (w < 0)
+			return -1;
+		if (now_s() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			return 128 + SIGKILL;
+		}
+		usleep(10000);
+	}
+}
+
+bool hk_wait_socket(const char *path, int timeout_s)
+{
+	double deadline = now_s() + timeout_s;
+
+	while (now_s() < deadline) {
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			close(fd);
+			return true;
+		}
+		if (fd >= 0)
+			close(fd);
+		usleep(20000);
+	}
+	return false;
+}
+
+const char *hk_build_path(const char *rel, char *buf, size_t len)
+{
+	const char *root = getenv("HK_BUILD_ROOT");
+
+	snprintf(buf, len, "%s/%s", root ? root : ".", rel);
+	return buf;
+}
+
+char *hk_write_temp(const char *tag, const void *data, size_t len)
+{
+	char *path;
+	int fd;
+
+	if (asprintf(&path, "/tmp/hk-test-%s-XXXXXX", tag) < 0)
+		return NULL;
+	fd = mkstemp(path);
+	if (fd < 0) {
+		free(path);
+		return NULL;
+	}
+	if (write(fd, data, len) != (ssize_t)len) {
+		close(fd);
+		unlink(path);
+		free(path);
+		return NULL;
+	}
+	close(fd);
+	return path;
+}
+
+int hk_count(const char *hay, const char *needle)
+{
+	int n = 0;
+	size_t l = strlen(needle);
+
+	while (l && (hay = strstr(hay, needle))) {
+		n++;
+		hay += l;
+	}
+	return n;
+}
+
+int hk_lines(const char *s)
+{
+	int n = 0;
+
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}

@@ -1,0 +1,298 @@
+/*
+ * hkd as a daemon driven by hkctl, both real processes: the control
+ * socket, status JSON, bad input on every door, and a clean shutdown.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "hk_test.h"
+#include "hyperkernel.h"
+#include "node.h"
+
+static char hkd[4096], hkctl[4096], dir[64], conf[128], sock[100], logpath[128];
+static pid_t daemon_pid;
+
+static void write_config(const char *extra_guest)
+{
+	FILE *f = fopen(conf, "w");
+
+	cr_assert_not_null(f);
+	fprintf(f,
+		"[cluster]\nname = testc\n\n"
+		"[guest]\nkernel = %s\ncmdline = memtest size=64M\nmemory = 1G\nvcpus = 2\n%s\n"
+		"[node n1]\naddress = 127.0.0.1:17001\nmemory = 1G\ncontrol = %s\n",
+		getenv("HK_GUESTOS"), extra_guest, sock);
+	fclose(f);
+}
+
+static void setup(void)
+{
+	hk_build_path("node/hkd", hkd, sizeof(hkd));
+	hk_build_path("node/hkctl", hkctl, sizeof(hkctl));
+	snprintf(dir, sizeof(dir), "/tmp/hk-daemon-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(conf, sizeof(conf), "%s/hk.conf", dir);
+	snprintf(sock, sizeof(sock), "%s/n1.sock", dir);
+	snprintf(logpath, sizeof(logpath), "%s/n1.log", dir);
+	write_config("");
+	char *argv[] = {hkd, "--config", conf, "--node", "n1", NULL};
+
+	daemon_pid = hk_spawn(argv, logpath);
+	cr_assert(hk_wait_socket(sock, 20), "hkd did not open %s", sock);
+}
+
+static void teardown(void)
+{
+	char cmd[256];
+
+	if (daemon_pid > 0)
+		hk_stop(daemon_pid, 10);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd))
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+TestSuite(daemon, .init = setup, .fini = teardown);
+
+static void ctl(struct hk_proc_result *r, const char *a1, const char *a2, const char *a3,
+		const char *a4)
+{
+	char *argv[10] = {hkctl, "--config", conf};
+	int n = 3;
+
+	for (const char *a[] = {a1, a2, a3, a4}, **p = a; p < a + 4; p++)
+		if (*p)
+			argv[n++] = (char *)*p;
+	argv[n] = NULL;
+	hk_run(argv, 200, r);
+}
+
+static void assert_alive(void)
+{
+	struct hk_proc_result r;
+
+	ctl(&r, "status", NULL, NULL, NULL);
+	cr_assert_eq(r.status, 0, "daemon stopped answering: %s", r.err);
+	hk_proc_result_free(&r);
+}
+
+Test(daemon, socket_is_private)
+{
+	struct stat st;
+
+	cr_assert_eq(stat(sock, &st), 0);
+	cr_assert(S_ISSOCK(st.st_mode));
+	cr_assert_eq(st.st_mode & 0777, 0600, "mode %o", st.st_mode & 0777);
+}
+
+Test(daemon, status_json_names_node_vcpus_memory)
+{
+	struct hk_proc_result r;
+	json_error_t je;
+	json_t *j;
+
+	ctl(&r, "status", "--json", NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = json_loads(r.out, 0, &je);
+	cr_assert_not_null(j, "not JSON (%s): %s", je.text, r.out);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "node")), "n1");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "cluster")), "testc");
+	cr_assert_eq(json_integer_value(json_object_get(j, "vcpus")), 2);
+	cr_assert_eq(json_array_size(json_object_get(j, "vcpu_list")), 2);
+	cr_assert_eq(json_integer_value(json_object_get(j, "guest_memory")), 1ll << 30);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "guest"), "state")),
+			 "none");
+	json_decref(j);
+	hk_proc_result_free(&r);
+}
+
+Test(daemon, status_human)
+{
+	struct hk_proc_result r;
+
+	ctl(&r, "status", NULL, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "n1"), "%s", r.out);
+	cr_assert(strstr(r.out, "1.00 GiB") || strstr(r.out, "1 GiB"), "%s", r.out);
+	hk_proc_result_free(&r);
+}
+
+Test(daemon, one_gib_length_prefix_is_refused_and_daemon_survives)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	uint32_t len = htonl(1u << 30);
+	Hk__Ctl__CtlResponse *rsp = NULL;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(write(fd, &len, 4), 4);
+	cr_assert_eq(hk_wire_recv_response(fd, &rsp), HK_WIRE_OK, "no error reply");
+	cr_assert(strstr(rsp->error, "1073741824"), "error: '%s'", rsp->error);
+	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+	close(fd);
+	assert_alive();
+}
+
+Test(daemon, garbage_frame_is_refused_and_daemon_survives)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02};
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(hk_wire_write_frame(fd, junk, sizeof(junk)), HK_WIRE_OK);
+	close(fd);
+	assert_alive();
+}
+
+Test(daemon, malformed_kernel_is_refused_and_daemon_survives)
+{
+	static const char junk[] = "not an elf at all";
+	char *path = hk_write_temp("junk", junk, sizeof(junk));
+	struct hk_proc_result r;
+
+	ctl(&r, "guest", "start", "--kernel", path);
+	unlink(path);
+	free(path);
+	cr_assert_eq(r.status, 1);
+	cr_assert(strstr(r.err, "not an ELF"), "stderr: %s", r.err);
+	cr_assert_eq(hk_lines(r.err), 1, "stderr: %s", r.err);
+	hk_proc_result_free(&r);
+	assert_alive();
+}
+
+Test(daemon, wait_and_stop_without_guest_are_errors)
+{
+	struct hk_proc_result r;
+
+	ctl(&r, "guest", "wait", NULL, NULL);
+	cr_assert_eq(r.status, 1);
+	cr_assert(strstr(r.err, "no guest"), "%s", r.err);
+	hk_proc_result_free(&r);
+	ctl(&r, "guest", "stop", NULL, NULL);
+	cr_assert_eq(r.status, 1);
+	hk_proc_result_free(&r);
+}
+
+Test(daemon, unknown_command_and_option)
+{
+	struct hk_proc_result r;
+
+	ctl(&r, "guest", "dance", NULL, NULL);
+	cr_assert_eq(r.status, 1);
+	cr_assert(strstr(r.err, "unknown command"), "%s", r.err);
+	hk_proc_result_free(&r);
+	ctl(&r, "status", "--frobnicate", NULL, NULL);
+	cr_assert_eq(r.status, 1);
+	cr_assert(strstr(r.err, "--frobnicate"), "%s", r.err);
+	hk_proc_result_free(&r);
+}
+
+Test(daemon, hkctl_without_daemon_is_a_clear_error)
+{
+	char *argv[] = {hkctl, "--socket", "/tmp/hk-no-such.sock", "status", NULL};
+	struct hk_proc_result r;
+
+	hk_run(argv, 30, &r);
+	cr_assert_eq(r.status, 1);
+	cr_assert(strstr(r.err, "/tmp/hk-no-such.sock"), "%s", r.err);
+	cr_assert_eq(hk_lines(r.err), 1);
+	hk_proc_result_free(&r);
+}
+
+Test(daemon, sigterm_stops_cleanly_and_removes_socket)
+{
+	int st = hk_stop(daemon_pid, 10);
+
+	daemon_pid = 0;
+	cr_assert_eq(st, 0, "hkd exit status %d", st);
+	cr_assert_neq(access(sock, F_OK), 0, "socket left behind");
+}
+
+Test(daemon, config_with_bad_size_is_refused)
+{
+	char *argv[] = {hkd, "--config", conf, "--node", "n1", NULL};
+	struct hk_proc_result r;
+
+	write_config("");
+	FILE *f = fopen(conf, "a");
+
+	fprintf(f, "[node n2]\naddress = 127.0.0.1:17002\nmemory = lots\ncontrol = %s/n2.sock\n",
+		dir);
+	fclose(f);
+	hk_run(argv, 30, &r);
+	cr_assert_eq(r.status, 2);
+	cr_assert(strstr(r.err, "memory") && strstr(r.err, "lots"), "%s", r.err);
+	cr_assert_eq(hk_lines(r.err), 1, "%s", r.err);
+	hk_proc_result_free(&r);
+}
+
+/* ---- with a guest (needs /dev/kvm) ---- */
+
+static void need_kvm(void)
+{
+	char why[256];
+
+	if (!hk_kvm_available(why, sizeof(why)))
+		cr_skip_test("needs /dev/kvm: %s", why);
+}
+
+Test(daemon, guest_start_wait_console)
+{
+	struct hk_proc_result r;
+	json_t *j, *g;
+
+	need_kvm();
+	ctl(&r, "guest", "start", NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	hk_proc_result_free(&r);
+
+	ctl(&r, "guest", "wait", "--timeout", "120");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	hk_proc_result_free(&r);
+	ctl(&r, "--json", "guest", "wait", NULL);
+	j = json_loads(r.out, 0, NULL);
+	cr_assert_not_null(j, "%s", r.out);
+	g = json_object_get(j, "guest");
+	cr_assert_str_eq(json_string_value(json_object_get(g, "state")), "exited");
+	cr_assert_eq(json_integer_value(json_object_get(g, "exit_status")), 1);
+	json_decref(j);
+	hk_proc_result_free(&r);
+
+	ctl(&r, "guest", "console", NULL, NULL);
+	cr_assert(strstr(r.out, "memtest ok"), "console: %s", r.out);
+	hk_proc_result_free(&r);
+
+	ctl(&r, "status", "--json", NULL, NULL);
+	j = json_loads(r.out, 0, NULL);
+	cr_assert_gt(json_integer_value(json_object_get(j, "resident_pages")), 16384);
+	json_decref(j);
+	hk_proc_result_free(&r);
+}
+
+Test(daemon, guest_stop_ends_a_running_guest)
+{
+	struct hk_proc_result r;
+
+	need_kvm();
+	ctl(&r, "guest", "start", "--cmdline", "memtest size=64M passes=100000");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	hk_proc_result_free(&r);
+	ctl(&r, "guest", "start", NULL, NULL);
+	cr_assert_eq(r.status, 1, "a second start must be refused");
+	cr_assert(strstr(r.err, "already running"), "%s", r.err);
+	hk_proc_result_free(&r);
+	ctl(&r, "--json", "guest", "stop", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "\"stopped\""), "%s", r.out);
+	hk_proc_result_free(&r);
+}
