@@ -7,9 +7,14 @@ set -euo pipefail
 pkgs=(gcc libc6-dev meson ninja-build pkg-config
       libfabric-dev liburing-dev libprotobuf-c-dev protobuf-c-compiler
       libinih-dev libjansson-dev)
+if [ ! -c /dev/kvm ]; then
+	# No KVM here: deploy/run-in-vm.sh boots Debian's kernel in QEMU (TCG)
+	# with an emulated SVM CPU, which gives a real /dev/kvm inside.
+	pkgs+=(qemu-system-x86 linux-image-amd64 busybox-static cpio)
+fi
 if [ "${1:-}" = "--tests" ]; then
-	# Criterion runs the tests; QEMU (TCG) checks guestos against a
-	# reference PVH loader where /dev/kvm is absent.
+	# Criterion runs the tests; QEMU also checks guestos against its
+	# reference PVH loader.
 	pkgs+=(libcriterion-dev qemu-system-x86 iproute2 procps)
 fi
 

@@ -56,6 +56,7 @@ struct hk_vcpu {
 struct hk_vm {
 	int kvm_fd;
 	int vm_fd;
+	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID, once */
 	struct hk_mem *mem;
 	unsigned n_vcpus;
 	struct hk_vcpu vcpus[HK_MAX_VCPUS];
@@ -89,6 +90,8 @@ int hk_pio_register(struct hk_vm *vm, const struct hk_pio_ops *ops, void *state)
 void hk_pio_access(struct hk_vm *vm, uint16_t port, bool write, unsigned width, uint8_t *data);
 
 /* x86_boot.c: architectural state at the PVH entry (docs/boot-abi.md). */
+int hk_x86_load_cpuid(struct hk_vm *vm, char *err, size_t errlen);
+unsigned hk_x86_phys_bits(const struct hk_vm *vm);
 int hk_x86_setup_cpuid(struct hk_vm *vm, struct hk_vcpu *vcpu, char *err, size_t errlen);
 int hk_x86_setup_pvh_state(struct hk_vm *vm, struct hk_vcpu *vcpu, char *err, size_t errlen);
 int hk_x86_write_boot_gdt(struct hk_mem *mem);

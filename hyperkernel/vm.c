@@ -118,6 +118,25 @@ static int vm_open_kvm(struct hk_vm *vm, char *err, size_t errlen)
 		return ret;
 	}
 	ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)HK_GPA_VMX_TSS);
+	return hk_x86_load_cpuid(vm, err, errlen);
+}
+
+/* KVM refuses memory slots beyond the guest-physical address width with a
+ * bare EINVAL; say what is wrong instead. */
+static int vm_check_phys_bits(struct hk_vm *vm, char *err, size_t errlen)
+{
+	struct hk_mem_range r[2];
+	unsigned n = hk_mem_ranges(vm->mem, r), bits = hk_x86_phys_bits(vm);
+	uint64_t end = r[n - 1].gpa + r[n - 1].len;
+
+	if (bits < 64 && end > (1ull << bits)) {
+		snprintf(err, errlen,
+			 "guest memory ends at guest-physical 0x%llx, beyond the %u-bit address space "
+			 "this KVM offers (at most %llu GiB of RAM above 4 GiB)",
+			 (unsigned long long)end, bits,
+			 (unsigned long long)(((1ull << bits) - HK_GPA_HIGH_RAM) >> 30));
+		return -E2BIG;
+	}
 	return 0;
 }
 
@@ -175,6 +194,9 @@ int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, 
 	}
 
 	ret = vm_open_kvm(vm, err, errlen);
+	if (ret)
+		goto fail;
+	ret = vm_check_phys_bits(vm, err, errlen);
 	if (ret)
 		goto fail;
 	ret = hk_mem_attach_kvm(vm->mem, vm->vm_fd, err, errlen);
@@ -309,6 +331,7 @@ void hk_vm_destroy(struct hk_vm *vm)
 	hk_mem_destroy(vm->mem);
 	if (vm->kvm_fd >= 0)
 		close(vm->kvm_fd);
+	free(vm->cpuid);
 	pthread_cond_destroy(&vm->done);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_mutex_destroy(&vm->serial.lock);

@@ -94,14 +94,13 @@ int hk_x86_setup_pvh_state(struct hk_vm *vm, struct hk_vcpu *vcpu, char *err, si
 }
 
 /*
- * The guest sees what KVM supports, with each vCPU's APIC ID set to its
- * index so guests can tell vCPUs apart through CPUID as well.
+ * What KVM supports, fetched once per VM: every vCPU gets a copy with its
+ * own APIC ID, and the guest-physical address width bounds guest memory.
  */
-int hk_x86_setup_cpuid(struct hk_vm *vm, struct hk_vcpu *vcpu, char *err, size_t errlen)
+int hk_x86_load_cpuid(struct hk_vm *vm, char *err, size_t errlen)
 {
 	unsigned nent = 256;
 	struct kvm_cpuid2 *c = NULL;
-	int ret;
 
 	for (;;) {
 		free(c);
@@ -114,29 +113,56 @@ int hk_x86_setup_cpuid(struct hk_vm *vm, struct hk_vcpu *vcpu, char *err, size_t
 		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
 			break;
 		if (errno != E2BIG || nent >= 4096) {
-			ret = -errno;
+			int ret = -errno;
+
 			snprintf(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
-			goto out;
+			free(c);
+			return ret;
 		}
 		nent *= 2;
 	}
+	vm->cpuid = c;
+	return 0;
+}
 
+/* Guest-physical address bits (CPUID 0x80000008 EAX[7:0]); 36 if absent,
+ * the architectural minimum with PAE. */
+unsigned hk_x86_phys_bits(const struct hk_vm *vm)
+{
+	for (unsigned i = 0; i < vm->cpuid->nent; i++) {
+		const struct kvm_cpuid_entry2 *e = &vm->cpuid->entries[i];
+
+		if (e->function == 0x80000008 && (e->eax & 0xff))
+			return e->eax & 0xff;
+	}
+	return 36;
+}
+
+/* Each vCPU's APIC ID is its index, so guests can tell vCPUs apart
+ * through CPUID as well as through ESI at entry. */
+int hk_x86_setup_cpuid(struct hk_vm *vm, struct hk_vcpu *vcpu, char *err, size_t errlen)
+{
+	size_t len = sizeof(*vm->cpuid) + vm->cpuid->nent * sizeof(vm->cpuid->entries[0]);
+	struct kvm_cpuid2 *c = malloc(len);
+	int ret = 0;
+
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(c, vm->cpuid, len);
 	for (unsigned i = 0; i < c->nent; i++) {
 		struct kvm_cpuid_entry2 *e = &c->entries[i];
 
-		if (e->function == 1) {
+		if (e->function == 1)
 			e->ebx = (e->ebx & 0x00ffffff) | (vcpu->index << 24);
-		} else if (e->function == 0xb || e->function == 0x1f) {
+		else if (e->function == 0xb || e->function == 0x1f)
 			e->edx = vcpu->index;
-		}
 	}
 	if (ioctl(vcpu->fd, KVM_SET_CPUID2, c) < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "vCPU %u: KVM_SET_CPUID2: %s", vcpu->index, strerror(errno));
-		goto out;
 	}
-	ret = 0;
-out:
 	free(c);
 	return ret;
 }

@@ -345,10 +345,31 @@ static void daemon_rsp_free(void *ctx, Hk__Ctl__CtlResponse *rsp)
 	}
 }
 
+/*
+ * Called by the control server once no new request can arrive: refuse
+ * further starts and stop the guest, which wakes every control thread in
+ * guest wait so the server can join it.
+ */
+static void daemon_shutdown(void *ctx)
+{
+	struct hk_daemon *d = ctx;
+	struct hk_guest *g;
+
+	pthread_mutex_lock(&d->lock);
+	d->shutting_down = true;
+	pthread_mutex_unlock(&d->lock);
+	g = guest_get(d);
+	if (g) {
+		hk_vm_stop(g->vm, "daemon shutting down");
+		guest_put(d, g);
+	}
+}
+
 const struct hk_ctl_ops hk_daemon_ctl_ops = {
 	.size = sizeof(struct hk_ctl_ops),
 	.handle = daemon_handle,
 	.rsp_free = daemon_rsp_free,
+	.shutdown = daemon_shutdown,
 };
 
 int hk_daemon_run(const struct hk_config *cfg, const char *node_name)
@@ -395,13 +416,8 @@ int hk_daemon_run(const struct hk_config *cfg, const char *node_name)
 		;
 	fprintf(stderr, "hkd[%s]: %s, shutting down\n", d->node->name, strsignal(sig));
 
-	/* Guest first: that releases control threads waiting on it, so the
-	 * server can join them. */
-	pthread_mutex_lock(&d->lock);
-	d->shutting_down = true;
-	pthread_mutex_unlock(&d->lock);
-	if (d->guest)
-		hk_vm_stop(d->guest->vm, "daemon shutting down");
+	/* The server calls daemon_shutdown() between refusing new requests
+	 * and joining its threads: see there. */
 	hk_ctl_server_stop(d->ctl);
 	if (d->guest)
 		guest_put(d, d->guest);

@@ -154,9 +154,7 @@ static int call(const char *sock, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	}
 	req->version = HK_CTL_VERSION;
-	ret = hk_wire_send_request(fd, req);
-	if (ret == HK_WIRE_OK)
-		ret = hk_wire_recv_response(fd, rsp);
+	ret = hk_ctl_call(fd, req, rsp);
 	close(fd);
 	if (ret != HK_WIRE_OK)
 		return die("hkd at %s: %s", sock, hk_wire_strerror(ret));
