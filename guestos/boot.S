@@ -19,6 +19,8 @@
 /* Page-table entry bits: present, writable, user (ring 3 runs everything). */
 #define PTE_PWU 0x7
 #define PDE_2M_PWU 0x87 /* plus PS: 2 MiB page */
+#define PDE_PCD_PWT 0x18 /* uncached (PAT entry 3 = UC at reset) */
+#define MMIO_HOLE_GIB 3  /* 3-4 GiB: device windows (docs/boot-abi.md), never RAM */
 
 /* 64 GiB / 2 MiB = 32768 page-directory entries in 64 page directories. */
 #define MAPPED_GIB 64
@@ -106,8 +108,9 @@ long_mode:
 	 * Identity map of the first 64 GiB: PML4[0] -> one PDPT -> 64 page
 	 * directories of 2 MiB pages, all user-accessible so ring 3 can reach
 	 * everything. Page 0 stays mapped: QEMU's PVH option ROM puts the
-	 * memory map there. The MMIO hole (3-4 GiB) is mapped like RAM;
-	 * nothing touches it.
+	 * memory map there. The MMIO hole (3-4 GiB: virtio-mmio windows, the
+	 * local APIC) is mapped uncached, as device registers must be; under
+	 * KVM every access to it exits anyway, as no RAM backs it.
 	 */
 	.balign 4096
 pml4:
@@ -123,7 +126,11 @@ pdpt:
 pd:
 	.set i, 0
 	.rept MAPPED_GIB * 512
+	.if (i >> 9) == MMIO_HOLE_GIB
+	.quad (i << 21) + PDE_2M_PWU + PDE_PCD_PWT
+	.else
 	.quad (i << 21) + PDE_2M_PWU
+	.endif
 	.set i, i + 1
 	.endr
 

@@ -1,10 +1,14 @@
 /*
- * Command line: "WORKLOAD [key=value ...] [guestos.sipi=N] [hk.vcpus=N]".
+ * Command line: "WORKLOAD [key=value ...] [guestos.sipi=N] [hk.vcpus=N]
+ * [virtio_mmio.device=SIZE@BASE:IRQ ...]".
  * Words are split on blanks. hk.* words belong to hyperkernel (it appends
  * hk.vcpus=N, see docs/boot-abi.md); guestos.* words configure guestos
- * itself. Both are taken out of argv here, so workloads only see their own
+ * itself; virtio_mmio.device= words name virtio-mmio windows in Linux's
+ * syntax (hyperkernel appends one per disk, QEMU microvm one per device).
+ * All are taken out of argv here, so workloads only see their own
  * arguments. Unknown hk.* words are ignored for forward compatibility with
- * later hyperkernel extensions; unknown guestos.* words are errors.
+ * later hyperkernel extensions; unknown guestos.* and virtio_mmio.* words
+ * are errors.
  */
 #include "guestos.h"
 
@@ -124,6 +128,65 @@ static int take_guestos_word(struct cmdline *cl, const char *w)
 	return parse_vcpus(w, v, &cl->sipi);
 }
 
+/*
+ * virtio_mmio.device=<size>@<base>:<irq>[:<id>], as Linux's virtio_mmio
+ * driver takes it: size with an optional K/M suffix, base and irq in
+ * decimal or 0x hex. The window must lie in what boot.S maps and hold the
+ * registers and a device configuration (0x100 + config: 512 bytes at least).
+ */
+static int take_virtio_word(struct cmdline *cl, const char *w)
+{
+	const char *v = cmdline_value(w, "virtio_mmio.device");
+	char buf[64], *at, *colon, *id;
+	struct virtio_mmio_window win;
+	uint64_t irq, unused;
+	size_t n;
+
+	if (!v) {
+		printk("guestos: unknown option '%s' (virtio_mmio.device=SIZE@BASE:IRQ)\n", w);
+		return -1;
+	}
+	n = strlen(v);
+	if (n >= sizeof(buf))
+		goto bad;
+	memcpy(buf, v, n + 1);
+	at = buf;
+	while (*at && *at != '@')
+		at++;
+	colon = at;
+	while (*colon && *colon != ':')
+		colon++;
+	if (!*at || !*colon)
+		goto bad;
+	*at++ = '\0';
+	*colon++ = '\0';
+	for (id = colon; *id && *id != ':'; id++)
+		;
+	if (*id) {
+		*id++ = '\0';
+		if (parse_u64(id, &unused) < 0)
+			goto bad;
+	}
+	if (parse_size(buf, &win.size) < 0 || parse_u64(at, &win.base) < 0 ||
+	    parse_u64(colon, &irq) < 0 || irq > UINT32_MAX)
+		goto bad;
+	win.irq = (uint32_t)irq;
+	if (win.size < 512 || win.base % 4 || win.base >= GUESTOS_MAPPED_LIMIT ||
+	    win.size > GUESTOS_MAPPED_LIMIT - win.base)
+		goto bad;
+	if (cl->nr_virtio == VIRTIO_MMIO_MAX) {
+		printk("guestos: more than %d virtio_mmio.device words\n", VIRTIO_MMIO_MAX);
+		return -1;
+	}
+	cl->virtio[cl->nr_virtio++] = win;
+	return 0;
+bad:
+	printk("guestos: bad '%s' (virtio_mmio.device=SIZE@BASE:IRQ, a window of 512 bytes "
+	       "or more below 64 GiB)\n",
+	       w);
+	return -1;
+}
+
 int cmdline_parse(struct cmdline *cl, const char *text)
 {
 	size_t len = strlen(text);
@@ -136,6 +199,7 @@ int cmdline_parse(struct cmdline *cl, const char *text)
 	cl->argc = 0;
 	cl->vcpus = 0;
 	cl->sipi = 0;
+	cl->nr_virtio = 0;
 
 	for (;;) {
 		char *w;
@@ -156,6 +220,11 @@ int cmdline_parse(struct cmdline *cl, const char *text)
 		}
 		if (strncmp(w, "guestos.", 8) == 0) {
 			if (take_guestos_word(cl, w) < 0)
+				return -1;
+			continue;
+		}
+		if (strncmp(w, "virtio_mmio.", 12) == 0) {
+			if (take_virtio_word(cl, w) < 0)
 				return -1;
 			continue;
 		}

@@ -162,12 +162,22 @@ int bootinfo_read(struct bootinfo *bi, uint32_t start_info_paddr);
 /* ---- cmdline.c -------------------------------------------------------- */
 
 #define CMDLINE_MAX_ARGS 64
+#define VIRTIO_MMIO_MAX	 16 /* virtio_mmio.device= words kept */
+
+/* One virtio_mmio.device=<size>@<base>:<irq>[:<id>] word (Linux's syntax). */
+struct virtio_mmio_window {
+	uint64_t base;
+	uint64_t size; /* 512 (QEMU microvm) or 4096 (hyperkernel) */
+	uint32_t irq;  /* unused: guestos has no interrupts and polls */
+};
 
 struct cmdline {
-	unsigned argc; /* argv[0] is the workload; hk.* and guestos.* words are not in argv */
+	unsigned argc; /* argv[0] is the workload; hk.*, guestos.*, virtio_mmio.* words are not */
 	const char *argv[CMDLINE_MAX_ARGS];
 	unsigned vcpus; /* hk.vcpus, 0 when absent */
 	unsigned sipi;	/* guestos.sipi, 0 when absent */
+	unsigned nr_virtio;
+	struct virtio_mmio_window virtio[VIRTIO_MMIO_MAX]; /* in command-line order */
 };
 
 int cmdline_parse(struct cmdline *cl, const char *text);
@@ -197,9 +207,148 @@ struct workload {
 extern const struct workload workload_memtest;
 extern const struct workload workload_hello;
 extern const struct workload workload_fault;
+extern const struct workload workload_kvdb;
 
 void smp_barrier(void);
 NORETURN void task_main(unsigned cpu);
+
+/* ---- virtio_mmio.c: virtio 1.x MMIO transport (version 2), split rings --- */
+
+/*
+ * Everything here runs in ring 3: the device windows lie in the identity
+ * map with the U bit (boot.S maps the 3-4 GiB hole uncached), so a
+ * register access is one MMIO exit and nothing else; ring memory is plain
+ * RAM the device reads and writes (guest-virtual = guest-physical). No
+ * interrupts: drivers poll the used ring, which costs no exit.
+ */
+#define VIRTQ_MAX_SIZE 256
+
+struct virtq_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags; /* VIRTQ_DESC_F_* */
+	uint16_t next;
+};
+
+#define VIRTQ_DESC_F_NEXT  1
+#define VIRTQ_DESC_F_WRITE 2 /* device writes this buffer */
+
+struct virtq_avail {
+	uint16_t flags; /* VIRTQ_AVAIL_F_NO_INTERRUPT without EVENT_IDX, else 0 */
+	uint16_t idx;
+	uint16_t ring[VIRTQ_MAX_SIZE + 1]; /* ring[size] is used_event */
+};
+
+struct virtq_used_elem {
+	uint32_t id;  /* head descriptor of the finished chain */
+	uint32_t len; /* bytes the device wrote into the chain */
+};
+
+struct virtq_used {
+	uint16_t flags;
+	uint16_t idx;
+	struct virtq_used_elem ring[VIRTQ_MAX_SIZE];
+	uint16_t tail; /* room for avail_event, the u16 right after ring[size - 1] */
+};
+
+/* The memory of one split virtqueue of up to VIRTQ_MAX_SIZE entries. */
+struct virtq_mem {
+	struct virtq_desc desc[VIRTQ_MAX_SIZE] __attribute__((aligned(4096)));
+	struct virtq_avail avail __attribute__((aligned(64)));
+	struct virtq_used used __attribute__((aligned(4096)));
+};
+
+struct virtq {
+	struct virtq_mem *mem;
+	uint16_t size;	     /* a power of two, <= VIRTQ_MAX_SIZE */
+	uint16_t avail_idx;  /* our copy of avail.idx (the next entry to publish) */
+	uint16_t kicked_idx; /* avail.idx when we last decided whether to notify */
+	uint16_t last_used;  /* used entries consumed */
+	bool event_idx;	     /* VIRTIO_F_EVENT_IDX negotiated */
+	uint32_t index;	     /* queue number */
+	uint64_t notifies;   /* QueueNotify writes (one exit each) */
+	uint64_t published;  /* chains made available */
+};
+
+struct virtio_mmio {
+	volatile uint8_t *regs;
+	uint64_t base;
+	uint64_t size;
+	uint32_t version;
+	uint32_t device_id; /* 0: an empty transport */
+	uint32_t vendor_id;
+	uint64_t features; /* negotiated */
+};
+
+#define VIRTIO_F_RING_EVENT_IDX 29
+#define VIRTIO_F_VERSION_1	32
+
+int virtio_mmio_probe(struct virtio_mmio *vm, const struct virtio_mmio_window *w);
+int virtio_mmio_negotiate(struct virtio_mmio *vm, uint64_t wanted, uint64_t required);
+int virtio_mmio_queue_setup(struct virtio_mmio *vm, struct virtq *vq, uint32_t index,
+			    struct virtq_mem *mem, unsigned max_size);
+void virtio_mmio_driver_ok(struct virtio_mmio *vm);
+void virtio_mmio_fail(struct virtio_mmio *vm);
+uint32_t virtio_mmio_status(const struct virtio_mmio *vm);
+uint32_t virtio_mmio_config32(const struct virtio_mmio *vm, unsigned off);
+uint64_t virtio_mmio_config64(const struct virtio_mmio *vm, unsigned off);
+void virtq_publish(struct virtq *vq, uint16_t head);
+void virtq_kick(struct virtio_mmio *vm, struct virtq *vq);
+int virtq_next_used(struct virtq *vq, struct virtq_used_elem *e);
+
+/* ---- virtio_blk.c: virtio-blk over virtio_mmio, polled, batched -------- */
+
+#define VBLK_SECTOR_SIZE 512
+#define VBLK_MAX_DISKS	 4
+
+enum vblk_type {
+	VBLK_T_IN = 0,
+	VBLK_T_OUT = 1,
+	VBLK_T_FLUSH = 4,
+	VBLK_T_GET_ID = 8,
+};
+
+/* Status bytes; anything else (or a byte the device never wrote) is an error too. */
+enum vblk_status {
+	VBLK_S_OK = 0,
+	VBLK_S_IOERR = 1,
+	VBLK_S_UNSUPP = 2,
+};
+
+#define VBLK_ID_BYTES 20
+
+struct vblk_info {
+	uint64_t base;	      /* MMIO window */
+	uint64_t capacity;    /* bytes */
+	uint32_t blk_size;    /* logical block: requests are multiples of it */
+	uint32_t max_request; /* bytes per request the driver can express */
+	unsigned queue_size;
+	unsigned slots; /* requests in flight at most */
+	bool ro, flush, event_idx;
+	uint64_t features; /* negotiated */
+};
+
+struct vblk_done {
+	uint64_t cookie;
+	unsigned status; /* enum vblk_status, or the bad byte the device left */
+	enum vblk_type type;
+	uint64_t sector;
+	uint32_t len;
+};
+
+struct vblk;
+struct vblk *vblk_open(const struct virtio_mmio_window *w, unsigned nr_windows, unsigned disk);
+const struct vblk_info *vblk_info(const struct vblk *d);
+bool vblk_can_submit(const struct vblk *d);
+unsigned vblk_inflight(const struct vblk *d);
+int vblk_submit(struct vblk *d, enum vblk_type type, uint64_t sector, void *buf, uint32_t len,
+		uint64_t cookie);
+void vblk_kick(struct vblk *d);
+int vblk_poll(struct vblk *d, struct vblk_done *done, unsigned max);
+int vblk_sync(struct vblk *d, enum vblk_type type, uint64_t sector, void *buf, uint32_t len);
+uint64_t vblk_notifies(const struct vblk *d);
+uint64_t vblk_requests(const struct vblk *d);
+const char *vblk_status_name(unsigned status);
 
 #endif /* !__ASSEMBLER__ */
 #endif /* GUESTOS_H */

@@ -47,6 +47,7 @@ static const struct workload *const workloads[] = {
     &workload_memtest,
     &workload_hello,
     &workload_fault,
+    &workload_kvdb,
 };
 
 #define NR_WORKLOADS (sizeof(workloads) / sizeof(workloads[0]))

@@ -137,17 +137,41 @@ static void *fault_thread(void *arg)
 		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
 			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 				continue;
-			fault_fill_window(mem, msgs[i].arg.pagefault.address);
+			if (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+				hk_pagestate_wp_fault(mem, msgs[i].arg.pagefault.address);
+			else
+				fault_fill_window(mem, msgs[i].arg.pagefault.address);
 		}
 	}
 }
 
-int hk_fault_start(struct hk_mem *mem, char *err, size_t errlen)
+/* Features this kernel offers, from a throw-away uffd (UFFDIO_API can be
+ * called once per uffd, so asking and enabling need two). */
+static uint64_t uffd_features(void)
 {
 	struct uffdio_api api = {.api = UFFD_API, .features = 0};
+	int fd = uffd_open();
+	uint64_t f = 0;
+
+	if (fd < 0)
+		return 0;
+	if (ioctl(fd, UFFDIO_API, &api) == 0)
+		f = api.features;
+	close(fd);
+	return f;
+}
+
+int hk_fault_start(struct hk_mem *mem, char *err, size_t errlen)
+{
+	uint64_t have = uffd_features();
+	bool wp = have & UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+	struct uffdio_api api = {
+		.api = UFFD_API,
+		.features = wp ? UFFD_FEATURE_PAGEFAULT_FLAG_WP : 0,
+	};
 	struct uffdio_register reg = {
 		.range = {.start = (uintptr_t)mem->base, .len = mem->size},
-		.mode = UFFDIO_REGISTER_MODE_MISSING,
+		.mode = UFFDIO_REGISTER_MODE_MISSING | (wp ? UFFDIO_REGISTER_MODE_WP : 0),
 	};
 	int ret;
 
@@ -168,6 +192,7 @@ int hk_fault_start(struct hk_mem *mem, char *err, size_t errlen)
 			 (unsigned long long)mem->size, strerror(-ret));
 		return ret;
 	}
+	mem->wp = wp && (reg.ioctls & (1ull << _UFFDIO_WRITEPROTECT));
 	if (!(reg.ioctls & (1ull << _UFFDIO_COPY))) {
 		snprintf(err, errlen, "userfaultfd: UFFDIO_COPY not offered for guest memory");
 		return -ENOTSUP;

@@ -9,6 +9,7 @@
 #include "kvm_compat.h"
 
 struct hk_vm;
+struct hk_blk;
 
 /*
  * A port-I/O device.  Devices are tables, not if-chains: the I/O bus finds
@@ -26,6 +27,22 @@ struct hk_pio_ops {
 };
 
 #define HK_MAX_PIO_DEVICES 8
+
+/* An MMIO device: the bus hands it offsets inside its window. */
+struct hk_mmio_ops {
+	size_t size;
+	const char *name;
+	void (*read)(struct hk_vm *vm, void *dev, uint64_t offset, void *data, unsigned len);
+	void (*write)(struct hk_vm *vm, void *dev, uint64_t offset, const void *data, unsigned len);
+};
+
+#define HK_MAX_MMIO_DEVICES 16
+
+struct hk_mmio_dev {
+	const struct hk_mmio_ops *ops;
+	void *state;
+	uint64_t base, len;
+};
 
 struct hk_pio_dev {
 	const struct hk_pio_ops *ops;
@@ -64,10 +81,23 @@ struct hk_vm {
 
 	struct hk_pio_dev pio[HK_MAX_PIO_DEVICES];
 	unsigned n_pio;
+	struct hk_mmio_dev mmio[HK_MAX_MMIO_DEVICES];
+	unsigned n_mmio;
 	struct hk_serial serial;
 
 	hk_console_fn console;
 	void *console_ctx;
+
+	uint8_t *image; /* the kernel file, kept for reboots */
+	size_t image_len;
+	char *user_cmdline;
+	struct hk_vm_disk disks[HK_VM_MAX_DISKS];
+	unsigned n_disks;
+	struct hk_blk *blks[HK_VM_MAX_DISKS];
+	unsigned n_blks;
+	struct hk_replica *replicas; /* for devices at the next boot */
+	_Atomic(struct hk_replica *) wp_table; /* what the write-protect hook drops from */
+	uint16_t node_id;
 
 	/* Guest lifecycle, guarded by lock; done is broadcast on every change. */
 	pthread_mutex_t lock;
@@ -88,6 +118,9 @@ void hk_vm_finish(struct hk_vm *vm, enum hk_vm_state state, int exit_status, con
 /* iobus.c */
 int hk_pio_register(struct hk_vm *vm, const struct hk_pio_ops *ops, void *state);
 void hk_pio_access(struct hk_vm *vm, uint16_t port, bool write, unsigned width, uint8_t *data);
+int hk_mmio_register(struct hk_vm *vm, uint64_t base, uint64_t len, const struct hk_mmio_ops *ops,
+		     void *state);
+void hk_mmio_access(struct hk_vm *vm, uint64_t addr, bool write, uint8_t *data, unsigned len);
 
 /* x86_boot.c: architectural state at the PVH entry (docs/boot-abi.md). */
 int hk_x86_load_cpuid(struct hk_vm *vm, char *err, size_t errlen);

@@ -1,5 +1,5 @@
-/* Port-I/O dispatch: a short table of devices, searched linearly (there
- * are a handful, and each access already cost a VM exit). */
+/* Port-I/O and MMIO dispatch: short tables of devices, searched linearly
+ * (there are a handful, and each access already cost a VM exit). */
 #include <errno.h>
 #include <string.h>
 
@@ -42,4 +42,40 @@ void hk_pio_access(struct hk_vm *vm, uint16_t port, bool write, unsigned width, 
 	atomic_fetch_add(&vm->unhandled_io, 1);
 	if (!write)
 		memset(data, 0xff, width);
+}
+
+int hk_mmio_register(struct hk_vm *vm, uint64_t base, uint64_t len, const struct hk_mmio_ops *ops,
+		     void *state)
+{
+	if (vm->n_mmio == HK_MAX_MMIO_DEVICES || ops->size < sizeof(struct hk_mmio_ops) || !len)
+		return -EINVAL;
+	/* Device windows must never shadow guest RAM. */
+	if (hk_mem_gpa(vm->mem, base, 1) || hk_mem_gpa(vm->mem, base + len - 1, 1))
+		return -EINVAL;
+	for (unsigned i = 0; i < vm->n_mmio; i++) {
+		const struct hk_mmio_dev *d = &vm->mmio[i];
+
+		if (base < d->base + d->len && d->base < base + len)
+			return -EEXIST;
+	}
+	vm->mmio[vm->n_mmio++] = (struct hk_mmio_dev){ops, state, base, len};
+	return 0;
+}
+
+void hk_mmio_access(struct hk_vm *vm, uint64_t addr, bool write, uint8_t *data, unsigned len)
+{
+	for (unsigned i = 0; i < vm->n_mmio; i++) {
+		const struct hk_mmio_dev *d = &vm->mmio[i];
+
+		if (addr < d->base || addr - d->base >= d->len || len > d->len - (addr - d->base))
+			continue;
+		if (write)
+			d->ops->write(vm, d->state, addr - d->base, data, len);
+		else
+			d->ops->read(vm, d->state, addr - d->base, data, len);
+		return;
+	}
+	atomic_fetch_add(&vm->unhandled_io, 1);
+	if (!write)
+		memset(data, 0xff, len);
 }

@@ -93,6 +93,11 @@ int hk_mem_create(uint64_t size, uint64_t window, struct hk_mem **out, char *err
 		goto fail;
 	}
 
+	if (hk_pagestate_init(mem)) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "out of memory for page state");
+		goto fail;
+	}
 	ret = hk_fault_start(mem, err, errlen);
 	if (ret)
 		goto fail;
@@ -114,6 +119,7 @@ void hk_mem_destroy(struct hk_mem *mem)
 	if (mem->zero)
 		munmap((void *)mem->zero, mem->window);
 	free(mem->window_done);
+	hk_pagestate_free(mem);
 	free(mem);
 }
 
@@ -170,6 +176,7 @@ void hk_mem_get_stats(const struct hk_mem *mem, struct hk_mem_stats *st)
 	st->faults = atomic_load(&mem->faults);
 	st->fault_races = atomic_load(&mem->fault_races);
 	st->fault_ns = atomic_load(&mem->fault_ns);
+	st->wp_faults = atomic_load(&mem->wp_faults);
 }
 
 int hk_mem_attach_kvm(struct hk_mem *mem, int vm_fd, char *err, size_t errlen)

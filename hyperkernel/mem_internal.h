@@ -26,11 +26,29 @@ struct hk_mem {
 	uint64_t *window_done;
 	const uint8_t *zero; /* window-sized, never written: reads hit the zero page */
 
+	/*
+	 * Per-page state, two levels so a multi-TiB guest pays only for the
+	 * 2 MiB chunks that ever had a flagged page: chunks[i] points at 512
+	 * flag bytes, installed on first use with a compare-and-swap.  The
+	 * write-protect fault handler reads a page's byte directly: no search.
+	 */
+	_Atomic(_Atomic uint8_t *) *chunks;
+	uint64_t n_chunks;
+	bool wp; /* userfaultfd write-protect available and registered */
+	hk_wp_hook_fn wp_hook;
+	void *wp_ctx;
+	_Atomic uint64_t wp_faults;
+
 	_Atomic uint64_t resident_pages;
 	_Atomic uint64_t faults;
 	_Atomic uint64_t fault_races;
 	_Atomic uint64_t fault_ns;
 };
+
+/* pagestate.c */
+int hk_pagestate_init(struct hk_mem *mem);
+void hk_pagestate_free(struct hk_mem *mem);
+void hk_pagestate_wp_fault(struct hk_mem *mem, uint64_t addr);
 
 /* fault.c */
 int hk_fault_start(struct hk_mem *mem, char *err, size_t errlen);

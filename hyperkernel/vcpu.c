@@ -113,10 +113,9 @@ static bool vcpu_handle_exit(struct hk_vcpu *v)
 		return true;
 	}
 	case KVM_EXIT_MMIO:
-		/* No MMIO devices yet: reads float high, writes vanish. */
-		atomic_fetch_add(&vm->unhandled_io, 1);
-		if (!run->mmio.is_write)
-			memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+		atomic_fetch_add(&v->io_exits, 1);
+		hk_mmio_access(vm, run->mmio.phys_addr, run->mmio.is_write, run->mmio.data,
+			       run->mmio.len > 8 ? 8 : run->mmio.len);
 		return true;
 	case KVM_EXIT_HLT:
 		vcpu_halted(v);

@@ -15,7 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blk.h"
 #include "hk_internal.h"
+#include "replica.h"
 
 #define HK_KERNEL_MAX_BYTES (512ull << 20)
 /* VMX needs three pages for real-mode emulation; put them in the MMIO hole
@@ -103,13 +105,15 @@ static int vm_open_kvm(struct hk_vm *vm, char *err, size_t errlen)
 {
 	int ret;
 
-	if (!hk_kvm_available(err, errlen))
-		return -ENODEV;
-	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "cannot open /dev/kvm: %s", strerror(errno));
-		return ret;
+		if (!hk_kvm_available(err, errlen))
+			return -ENODEV;
+		vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+		if (vm->kvm_fd < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "cannot open /dev/kvm: %s", strerror(errno));
+			return ret;
+		}
 	}
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	if (vm->vm_fd < 0) {
@@ -118,7 +122,7 @@ static int vm_open_kvm(struct hk_vm *vm, char *err, size_t errlen)
 		return ret;
 	}
 	ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)HK_GPA_VMX_TSS);
-	return hk_x86_load_cpuid(vm, err, errlen);
+	return vm->cpuid ? 0 : hk_x86_load_cpuid(vm, err, errlen);
 }
 
 /* KVM refuses memory slots beyond the guest-physical address width with a
@@ -140,17 +144,125 @@ static int vm_check_phys_bits(struct hk_vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+/* Fault thread: the guest's first write to a protected page. */
+static void vm_wp_hook(void *ctx, uint64_t gpa, uint8_t flags)
+{
+	struct hk_vm *vm = ctx;
+	struct hk_replica *t = atomic_load(&vm->wp_table);
+
+	if (!t)
+		return; /* table switched off: the page is just memory now */
+	/* Always, not only for HK_PG_REPLICA: a page protected for an
+	 * in-flight write must make that write's io_end see the change. */
+	hk_replica_drop_gpa(t, gpa, 1);
+}
+
+/* The user's command line, then one virtio_mmio.device= per disk and hk.vcpus=N. */
+static int vm_build_cmdline(struct hk_vm *vm, char **out, char *err, size_t errlen)
+{
+	char devs[HK_VM_MAX_DISKS * 48] = "";
+	size_t used = 0;
+
+	for (unsigned i = 0; i < vm->n_blks; i++) {
+		if (hk_virtio_mmio_cmdline(vm->blks[i]->vdev, devs + used, sizeof(devs) - used))
+			break;
+		used = strlen(devs);
+	}
+	if (asprintf(out, "%s%s hk.vcpus=%u", vm->user_cmdline, devs, vm->n_vcpus) < 0) {
+		*out = NULL;
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	/* No leading blank when the user gave no command line. */
+	memmove(*out, *out + (**out == ' '), strlen(*out + (**out == ' ')) + 1);
+	return 0;
+}
+
+/*
+ * Everything a boot (and a reboot) builds afresh: devices, the kernel in
+ * memory, a KVM VM with its memory slots, vCPUs at the PVH entry.  Guest
+ * memory itself, the replica table and the disks persist across boots.
+ */
+static int vm_boot(struct hk_vm *vm, char *err, size_t errlen)
+{
+	char *cmdline = NULL;
+	int ret;
+
+	if ((ret = hk_pio_register(vm, &hk_serial_ops, &vm->serial)) ||
+	    (ret = hk_pio_register(vm, &hk_debug_exit_ops, NULL))) {
+		snprintf(err, errlen, "cannot register devices: %s", strerror(-ret));
+		return ret;
+	}
+	/* Devices first: their windows go on the command line. */
+	for (unsigned i = 0; i < vm->n_disks; i++) {
+		ret = hk_blk_add(vm, &vm->disks[i], &vm->blks[i], err, errlen);
+		if (ret)
+			return ret;
+		vm->n_blks++;
+	}
+	ret = vm_build_cmdline(vm, &cmdline, err, errlen);
+	if (ret)
+		return ret;
+	ret = hk_pvh_load(vm->mem, vm->image, vm->image_len, cmdline, &vm->boot, err, errlen);
+	free(cmdline);
+	if (ret)
+		return ret;
+	if (hk_x86_write_boot_gdt(vm->mem)) {
+		snprintf(err, errlen, "cannot write the boot GDT");
+		return -EFAULT;
+	}
+	ret = vm_open_kvm(vm, err, errlen);
+	if (ret)
+		return ret;
+	ret = vm_check_phys_bits(vm, err, errlen);
+	if (ret)
+		return ret;
+	ret = hk_mem_attach_kvm(vm->mem, vm->vm_fd, err, errlen);
+	if (ret)
+		return ret;
+	for (unsigned i = 0; i < vm->n_vcpus; i++) {
+		ret = hk_vcpu_init(vm, i, err, errlen);
+		if (ret)
+			return ret;
+	}
+	pthread_mutex_lock(&vm->lock);
+	memset(&vm->result, 0, sizeof(vm->result));
+	vm->result.state = HK_VM_CREATED;
+	vm->halted_vcpus = 0;
+	vm->start_ns = 0;
+	atomic_store(&vm->stopping, false);
+	pthread_mutex_unlock(&vm->lock);
+	return 0;
+}
+
+/* Undo vm_boot; the guest must be stopped.  Device requests in flight
+ * still finish (their buffers are guest memory, which stays). */
+static void vm_unboot(struct hk_vm *vm)
+{
+	for (unsigned i = 0; i < vm->n_vcpus; i++)
+		hk_vcpu_destroy(&vm->vcpus[i]);
+	for (unsigned i = 0; i < vm->n_blks; i++)
+		hk_blk_free(vm->blks[i]);
+	vm->n_blks = 0;
+	vm->n_pio = 0;
+	vm->n_mmio = 0;
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	vm->vm_fd = -1;
+}
+
 int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, size_t errlen)
 {
 	struct hk_vm *vm;
-	uint8_t *image = NULL;
-	size_t image_len = 0;
-	char *cmdline = NULL;
 	pthread_condattr_t ca;
 	int ret;
 
 	if (cfg->vcpus < 1 || cfg->vcpus > HK_MAX_VCPUS) {
 		snprintf(err, errlen, "vcpus %u: must be 1 to %d", cfg->vcpus, HK_MAX_VCPUS);
+		return -EINVAL;
+	}
+	if (cfg->n_disks > HK_VM_MAX_DISKS) {
+		snprintf(err, errlen, "%u disks: at most %d", cfg->n_disks, HK_VM_MAX_DISKS);
 		return -EINVAL;
 	}
 	vm = calloc(1, sizeof(*vm));
@@ -164,6 +276,8 @@ int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, 
 	vm->n_vcpus = cfg->vcpus;
 	vm->console = cfg->console;
 	vm->console_ctx = cfg->console_ctx;
+	vm->n_disks = cfg->n_disks;
+	memcpy(vm->disks, cfg->disks, cfg->n_disks * sizeof(cfg->disks[0]));
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -171,57 +285,59 @@ int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, 
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&vm->serial.lock, NULL);
 
-	ret = read_kernel(cfg->kernel_path, &image, &image_len, err, errlen);
+	vm->user_cmdline = strdup(cfg->cmdline ? cfg->cmdline : "");
+	if (!vm->user_cmdline) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	ret = read_kernel(cfg->kernel_path, &vm->image, &vm->image_len, err, errlen);
 	if (ret)
 		goto fail;
 	ret = hk_mem_create(cfg->memory, cfg->fault_window, &vm->mem, err, errlen);
 	if (ret)
 		goto fail;
-	if (asprintf(&cmdline, "%s%shk.vcpus=%u", cfg->cmdline ? cfg->cmdline : "",
-		     cfg->cmdline && *cfg->cmdline ? " " : "", cfg->vcpus) < 0) {
-		cmdline = NULL;
-		ret = -ENOMEM;
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
-	ret = hk_pvh_load(vm->mem, image, image_len, cmdline, &vm->boot, err, errlen);
-	if (ret)
-		goto fail;
-	ret = hk_x86_write_boot_gdt(vm->mem);
-	if (ret) {
-		snprintf(err, errlen, "cannot write the boot GDT");
-		goto fail;
-	}
-
-	ret = vm_open_kvm(vm, err, errlen);
-	if (ret)
-		goto fail;
-	ret = vm_check_phys_bits(vm, err, errlen);
-	if (ret)
-		goto fail;
-	ret = hk_mem_attach_kvm(vm->mem, vm->vm_fd, err, errlen);
-	if (ret)
-		goto fail;
-	if ((ret = hk_pio_register(vm, &hk_serial_ops, &vm->serial)) ||
-	    (ret = hk_pio_register(vm, &hk_debug_exit_ops, NULL))) {
-		snprintf(err, errlen, "cannot register devices: %s", strerror(-ret));
-		goto fail;
-	}
-	for (unsigned i = 0; i < vm->n_vcpus; i++) {
-		ret = hk_vcpu_init(vm, i, err, errlen);
-		if (ret)
+	vm->replicas = cfg->replicas;
+	vm->node_id = cfg->node_id;
+	if (vm->replicas) {
+		if (!hk_mem_can_protect(vm->mem)) {
+			snprintf(err, errlen, "the storage-replica table needs userfaultfd write-protect, "
+					      "which this kernel does not offer (set replicas = off)");
+			ret = -ENOTSUP;
 			goto fail;
+		}
 	}
-	vm->result.state = HK_VM_CREATED;
-	free(image);
-	free(cmdline);
+	atomic_store(&vm->wp_table, vm->replicas);
+	hk_mem_set_wp_hook(vm->mem, vm_wp_hook, vm);
+	ret = vm_boot(vm, err, errlen);
+	if (ret)
+		goto fail;
 	*out = vm;
 	return 0;
 fail:
-	free(image);
-	free(cmdline);
 	hk_vm_destroy(vm);
 	return ret;
+}
+
+int hk_vm_reboot(struct hk_vm *vm, uint64_t *kept_pages, char *err, size_t errlen)
+{
+	uint64_t kept;
+	int ret;
+
+	hk_vm_stop(vm, "rebooting");
+	vm_unboot(vm);
+	/* Frames holding replicas stay, with their entries; everything else
+	 * faults in as zeros again, as after a power cycle. */
+	kept = hk_mem_scrub(vm->mem, vm->replicas != NULL);
+	if (kept_pages)
+		*kept_pages = kept;
+	/* Only now may the hook forget a table: pages protected under it
+	 * were released by the scrub. */
+	atomic_store(&vm->wp_table, vm->replicas);
+	ret = vm_boot(vm, err, errlen);
+	if (ret)
+		return ret;
+	return hk_vm_start(vm);
 }
 
 int hk_vm_start(struct hk_vm *vm)
@@ -323,15 +439,14 @@ void hk_vm_destroy(struct hk_vm *vm)
 	if (!vm)
 		return;
 	hk_vm_stop(vm, "destroyed");
-	for (unsigned i = 0; i < vm->n_vcpus; i++)
-		hk_vcpu_destroy(&vm->vcpus[i]);
-	if (vm->vm_fd >= 0)
-		close(vm->vm_fd);
+	vm_unboot(vm);
 	/* Memory after the VM: KVM must drop its slots before the mapping goes. */
 	hk_mem_destroy(vm->mem);
 	if (vm->kvm_fd >= 0)
 		close(vm->kvm_fd);
 	free(vm->cpuid);
+	free(vm->image);
+	free(vm->user_cmdline);
 	pthread_cond_destroy(&vm->done);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_mutex_destroy(&vm->serial.lock);
@@ -347,11 +462,42 @@ void hk_vm_get_stats(struct hk_vm *vm, struct hk_vm_stats *st)
 		st->io_exits += atomic_load(&vm->vcpus[i].io_exits);
 	}
 	st->unhandled_io = atomic_load(&vm->unhandled_io);
+	for (unsigned i = 0; i < vm->n_blks; i++) {
+		struct hk_blk *b = vm->blks[i];
+
+		st->disk_reads += atomic_load(&b->stats.reads);
+		st->disk_writes += atomic_load(&b->stats.writes);
+		st->bytes_from_disk += atomic_load(&b->stats.bytes_from_disk);
+		st->bytes_from_replicas += atomic_load(&b->stats.bytes_from_replicas);
+		st->bytes_written += atomic_load(&b->stats.bytes_written);
+		st->bad_requests += atomic_load(&b->vdev->bad_requests);
+	}
 }
 
 unsigned hk_vm_vcpus(const struct hk_vm *vm)
 {
 	return vm->n_vcpus;
+}
+
+struct hk_mem *hk_vm_mem(struct hk_vm *vm)
+{
+	return vm->mem;
+}
+
+uint64_t hk_vm_tsc_khz(struct hk_vm *vm)
+{
+	int khz = vm->vcpus[0].fd >= 0 ? ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0) : -1;
+
+	return khz > 0 ? (uint64_t)khz : 0;
+}
+
+void hk_vm_set_replicas(struct hk_vm *vm, struct hk_replica *replicas)
+{
+	/* Devices pick it up at the next vm_boot; the fault hook at once,
+	 * but it is only ever handed a table that outlives the VM. */
+	vm->replicas = replicas;
+	if (replicas)
+		atomic_store(&vm->wp_table, replicas);
 }
 
 uint64_t hk_vm_memory(const struct hk_vm *vm)

@@ -10,11 +10,19 @@
  *   cmdline = console=hk
  *   memory = 1G                  ; default: sum of node memory, >= 64 MiB
  *   vcpus = 2                    ; 1..64, default 1
+ *   replicas = on                ; on|off (true/false, yes/no, 1/0), default on
  *
  *   [node n1]                    ; one section per node, at least one
  *   address = 10.0.0.1:7000
  *   memory = 512M
  *   control = n1.sock            ; required; must fit a Unix sun_path
+ *
+ *   [disk d0]                    ; one section per disk, at most 8
+ *   path = d0.img                ; required; file or block device, unique
+ *   size = 4G                    ; required; multiple of 4 KiB, at most 1 PiB
+ *   node = n1                    ; a [node] of this file; default the first
+ *   queue_depth = 64             ; 1..4096, default 64
+ *   direct = auto                ; auto|on|off, default auto
  *
  * libinih does the tokenising.  Debian's build of it passes no line number
  * to the handler, so we use ini_parse_stream() with our own reader: it
@@ -31,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/un.h>
 
 #include <ini.h>
@@ -50,12 +59,14 @@ enum cfg_section {
 	SEC_CLUSTER,
 	SEC_GUEST,
 	SEC_NODE,
+	SEC_DISK,
 };
 
 /* Keys of each section; the index is a slot in the "line seen" arrays. */
 enum { CK_NAME, CK_PROVIDER, CK_MAX };
-enum { GK_KERNEL, GK_CMDLINE, GK_MEMORY, GK_VCPUS, GK_MAX };
+enum { GK_KERNEL, GK_CMDLINE, GK_MEMORY, GK_VCPUS, GK_REPLICAS, GK_MAX };
 enum { NK_ADDRESS, NK_MEMORY, NK_CONTROL, NK_MAX };
+enum { DK_PATH, DK_SIZE, DK_NODE, DK_QUEUE_DEPTH, DK_DIRECT, DK_MAX };
 
 struct cfg_state {
 	struct hk_config *cfg;
@@ -63,14 +74,18 @@ struct cfg_state {
 	char dir[PATH_MAX]; /* absolute folder of the config file */
 	int lineno;
 	enum cfg_section sec;
-	char sec_label[HK_NAME_MAX + 8]; /* "guest", "node n1" */
+	char sec_label[HK_NAME_MAX + 8]; /* "guest", "node n1", "disk d0" */
 	struct hk_node_conf *node;	 /* current [node], if sec == SEC_NODE */
 	int node_idx;
+	struct hk_disk_conf *disk; /* current [disk], if sec == SEC_DISK */
+	int disk_idx;
 
 	int cluster_line, guest_line;
 	int cluster_keys[CK_MAX], guest_keys[GK_MAX];
 	int node_line[HK_MAX_NODES];
 	int node_keys[HK_MAX_NODES][NK_MAX];
+	int disk_line[HK_MAX_DISKS];
+	int disk_keys[HK_MAX_DISKS][DK_MAX];
 
 	char *err;
 	size_t errlen;
@@ -167,7 +182,9 @@ static int cfg_path(struct cfg_state *st, const char *key, char *dst, size_t len
 	return 1;
 }
 
-static int cfg_memory(struct cfg_state *st, const char *key, const char *value, uint64_t *out)
+/* A size in bytes that must be a multiple of 4 KiB ("the 4 KiB <unit>"). */
+static int cfg_size(struct cfg_state *st, const char *key, const char *value, const char *unit,
+		    uint64_t *out)
 {
 	char b[32];
 	int ret = hk_parse_size(value, out);
@@ -181,12 +198,54 @@ static int cfg_memory(struct cfg_state *st, const char *key, const char *value, 
 		return 0;
 	}
 	if (*out % CFG_PAGE_SIZE) {
-		cfg_key_fail(st, key, "%s (%llu bytes) is not a multiple of the %s page size",
-			     value, (unsigned long long)*out,
-			     hk_format_size(CFG_PAGE_SIZE, b, sizeof(b)));
+		cfg_key_fail(st, key, "%s (%llu bytes) is not a multiple of the %s %s", value,
+			     (unsigned long long)*out, hk_format_size(CFG_PAGE_SIZE, b, sizeof(b)),
+			     unit);
 		return 0;
 	}
 	return 1;
+}
+
+static int cfg_memory(struct cfg_state *st, const char *key, const char *value, uint64_t *out)
+{
+	return cfg_size(st, key, value, "page size", out);
+}
+
+/* A decimal number in min..max, no sign, no blanks. */
+static int cfg_uint(struct cfg_state *st, const char *key, const char *value, unsigned min,
+		    unsigned max, unsigned *out)
+{
+	unsigned long n = 0;
+	const char *p;
+
+	for (p = value; *p >= '0' && *p <= '9' && n <= max; p++)
+		n = n * 10 + (unsigned long)(*p - '0');
+	if (p == value || (*p && (*p < '0' || *p > '9'))) {
+		cfg_key_fail(st, key, "bad number '%s'", value);
+		return 0;
+	}
+	if (n < min || n > max) {
+		cfg_key_fail(st, key, "'%s' is out of range %u..%u", value, min, max);
+		return 0;
+	}
+	*out = (unsigned)n;
+	return 1;
+}
+
+/* on/off and the usual synonyms; returns 1 (on), 0 (off) or -1. */
+static int cfg_bool(const char *value)
+{
+	static const char *const on[] = {"on", "true", "yes", "1"};
+	static const char *const off[] = {"off", "false", "no", "0"};
+	size_t i;
+
+	for (i = 0; i < sizeof(on) / sizeof(on[0]); i++) {
+		if (!strcasecmp(value, on[i]))
+			return 1;
+		if (!strcasecmp(value, off[i]))
+			return 0;
+	}
+	return -1;
 }
 
 /* ---- [cluster] ---------------------------------------------------------- */
@@ -245,30 +304,32 @@ static int set_guest_memory(struct cfg_state *st, const char *v)
 
 static int set_guest_vcpus(struct cfg_state *st, const char *v)
 {
-	unsigned long n = 0;
-	const char *p;
+	return cfg_uint(st, "vcpus", v, 1, HK_MAX_VCPUS, &st->cfg->vcpus);
+}
 
-	for (p = v; *p >= '0' && *p <= '9' && n <= HK_MAX_VCPUS; p++)
-		n = n * 10 + (unsigned long)(*p - '0');
-	if (p == v || (*p && (*p < '0' || *p > '9'))) {
-		cfg_key_fail(st, "vcpus", "bad number '%s'", v);
+static int set_guest_replicas(struct cfg_state *st, const char *v)
+{
+	int on = cfg_bool(v);
+
+	if (on < 0) {
+		cfg_key_fail(st, "replicas", "bad value '%s' (want on or off)", v);
 		return 0;
 	}
-	if (n < 1 || n > HK_MAX_VCPUS) {
-		cfg_key_fail(st, "vcpus", "'%s' is out of range 1..%d", v, HK_MAX_VCPUS);
-		return 0;
-	}
-	st->cfg->vcpus = (unsigned)n;
+	st->cfg->replicas = on;
 	return 1;
 }
 
+/* One key a line; clang-format would pack these into columns. */
+/* clang-format off */
 static const struct cfg_key guest_keys[] = {
     {"kernel", GK_KERNEL, set_guest_kernel},
     {"cmdline", GK_CMDLINE, set_guest_cmdline},
     {"memory", GK_MEMORY, set_guest_memory},
     {"vcpus", GK_VCPUS, set_guest_vcpus},
+    {"replicas", GK_REPLICAS, set_guest_replicas},
     {NULL, 0, NULL},
 };
+/* clang-format on */
 
 /* ---- [node NAME] -------------------------------------------------------- */
 
@@ -332,41 +393,105 @@ static const struct cfg_key node_keys[] = {
     {NULL, 0, NULL},
 };
 
-/* ---- parsing ------------------------------------------------------------ */
+/* ---- [disk NAME] -------------------------------------------------------- */
 
-static void cfg_section_begin(struct cfg_state *st, char *name)
+static int set_disk_path(struct cfg_state *st, const char *v)
 {
-	char *end = name + strlen(name);
 	int i;
 
-	while (*name == ' ' || *name == '\t')
-		name++;
-	while (end > name && (end[-1] == ' ' || end[-1] == '\t'))
-		*--end = '\0';
-
-	st->sec = SEC_BAD;
-	st->node = NULL;
-	if (!strcmp(name, "cluster") || !strcmp(name, "guest")) {
-		int *first = name[0] == 'c' ? &st->cluster_line : &st->guest_line;
-
-		if (*first) {
-			cfg_fail(st, st->lineno, "section [%s] repeated (first at line %d)", name,
-				 *first);
-			return;
+	if (!cfg_path(st, "path", st->disk->path, sizeof(st->disk->path), "", v))
+		return 0;
+	for (i = 0; i < st->disk_idx; i++) {
+		if (!strcmp(st->cfg->disks[i].path, st->disk->path)) {
+			cfg_key_fail(st, "path", "'%s' is already used by [disk %s]",
+				     st->disk->path, st->cfg->disks[i].name);
+			return 0;
 		}
-		*first = st->lineno;
-		st->sec = name[0] == 'c' ? SEC_CLUSTER : SEC_GUEST;
-		snprintf(st->sec_label, sizeof(st->sec_label), "%s", name);
-		return;
 	}
-	if (strncmp(name, "node", 4) || (name[4] && name[4] != ' ' && name[4] != '\t')) {
-		cfg_fail(st, st->lineno, "unknown section [%s] (want cluster, guest or node NAME)",
-			 name);
-		return;
+	return 1;
+}
+
+static int set_disk_size(struct cfg_state *st, const char *v)
+{
+	char a[32];
+
+	if (!cfg_size(st, "size", v, "block size", &st->disk->size))
+		return 0;
+	if (st->disk->size == 0) {
+		cfg_key_fail(st, "size", "%s is below the minimum of %s", v,
+			     hk_format_size(CFG_PAGE_SIZE, a, sizeof(a)));
+		return 0;
 	}
-	name += 4;
+	if (st->disk->size > HK_DISK_SIZE_MAX) {
+		cfg_key_fail(st, "size", "%s (%llu bytes) is above the maximum of %s", v,
+			     (unsigned long long)st->disk->size,
+			     hk_format_size(HK_DISK_SIZE_MAX, a, sizeof(a)));
+		return 0;
+	}
+	return 1;
+}
+
+/* Whether the node exists is checked once the whole file is read. */
+static int set_disk_node(struct cfg_state *st, const char *v)
+{
+	if (!cfg_name_ok(v)) {
+		cfg_key_fail(st, "node", "bad node name '%s' (1-%d of A-Z a-z 0-9 . _ -)", v,
+			     HK_NAME_MAX - 1);
+		return 0;
+	}
+	return cfg_copy(st, "node", st->disk->node, sizeof(st->disk->node), v);
+}
+
+static int set_disk_queue_depth(struct cfg_state *st, const char *v)
+{
+	return cfg_uint(st, "queue_depth", v, 1, HK_DISK_QUEUE_DEPTH_MAX, &st->disk->queue_depth);
+}
+
+static int set_disk_direct(struct cfg_state *st, const char *v)
+{
+	int on = cfg_bool(v);
+
+	if (!strcasecmp(v, "auto")) {
+		st->disk->direct = HK_DIRECT_AUTO;
+	} else if (on >= 0) {
+		st->disk->direct = on ? HK_DIRECT_ON : HK_DIRECT_OFF;
+	} else {
+		cfg_key_fail(st, "direct", "bad value '%s' (want auto, on or off)", v);
+		return 0;
+	}
+	return 1;
+}
+
+/* clang-format off */
+static const struct cfg_key disk_keys[] = {
+    {"path", DK_PATH, set_disk_path},
+    {"size", DK_SIZE, set_disk_size},
+    {"node", DK_NODE, set_disk_node},
+    {"queue_depth", DK_QUEUE_DEPTH, set_disk_queue_depth},
+    {"direct", DK_DIRECT, set_disk_direct},
+    {NULL, 0, NULL},
+};
+/* clang-format on */
+
+/* ---- parsing ------------------------------------------------------------ */
+
+/* "node n1" -> "n1" for kind "node"; NULL when name is not "<kind> ...". */
+static char *cfg_section_arg(char *name, const char *kind)
+{
+	size_t n = strlen(kind);
+
+	if (strncmp(name, kind, n) || (name[n] && name[n] != ' ' && name[n] != '\t'))
+		return NULL;
+	name += n;
 	while (*name == ' ' || *name == '\t')
 		name++;
+	return name;
+}
+
+static void cfg_node_begin(struct cfg_state *st, const char *name)
+{
+	int i;
+
 	if (!cfg_name_ok(name)) {
 		cfg_fail(st, st->lineno,
 			 "bad node name '%s' in [node NAME] (1-%d of A-Z a-z 0-9 . _ -)", name,
@@ -390,6 +515,71 @@ static void cfg_section_begin(struct cfg_state *st, char *name)
 	snprintf(st->node->name, sizeof(st->node->name), "%s", name);
 	snprintf(st->sec_label, sizeof(st->sec_label), "node %s", name);
 	st->sec = SEC_NODE;
+}
+
+static void cfg_disk_begin(struct cfg_state *st, const char *name)
+{
+	int i;
+
+	if (!cfg_name_ok(name)) {
+		cfg_fail(st, st->lineno,
+			 "bad disk name '%s' in [disk NAME] (1-%d of A-Z a-z 0-9 . _ -)", name,
+			 HK_NAME_MAX - 1);
+		return;
+	}
+	for (i = 0; i < (int)st->cfg->n_disks; i++) {
+		if (!strcmp(st->cfg->disks[i].name, name)) {
+			cfg_fail(st, st->lineno, "duplicate [disk %s] (first at line %d)", name,
+				 st->disk_line[i]);
+			return;
+		}
+	}
+	if (st->cfg->n_disks == HK_MAX_DISKS) {
+		cfg_fail(st, st->lineno, "[disk %s]: more than %d disks", name, HK_MAX_DISKS);
+		return;
+	}
+	st->disk_idx = (int)st->cfg->n_disks++;
+	st->disk = &st->cfg->disks[st->disk_idx];
+	st->disk_line[st->disk_idx] = st->lineno;
+	snprintf(st->disk->name, sizeof(st->disk->name), "%s", name);
+	snprintf(st->sec_label, sizeof(st->sec_label), "disk %s", name);
+	st->sec = SEC_DISK;
+}
+
+static void cfg_section_begin(struct cfg_state *st, char *name)
+{
+	char *end = name + strlen(name);
+	char *arg;
+
+	while (*name == ' ' || *name == '\t')
+		name++;
+	while (end > name && (end[-1] == ' ' || end[-1] == '\t'))
+		*--end = '\0';
+
+	st->sec = SEC_BAD;
+	st->node = NULL;
+	st->disk = NULL;
+	if (!strcmp(name, "cluster") || !strcmp(name, "guest")) {
+		int *first = name[0] == 'c' ? &st->cluster_line : &st->guest_line;
+
+		if (*first) {
+			cfg_fail(st, st->lineno, "section [%s] repeated (first at line %d)", name,
+				 *first);
+			return;
+		}
+		*first = st->lineno;
+		st->sec = name[0] == 'c' ? SEC_CLUSTER : SEC_GUEST;
+		snprintf(st->sec_label, sizeof(st->sec_label), "%s", name);
+		return;
+	}
+	if ((arg = cfg_section_arg(name, "node")))
+		cfg_node_begin(st, arg);
+	else if ((arg = cfg_section_arg(name, "disk")))
+		cfg_disk_begin(st, arg);
+	else
+		cfg_fail(st, st->lineno,
+			 "unknown section [%s] (want cluster, guest, node NAME or disk NAME)",
+			 name);
 }
 
 /*
@@ -471,6 +661,10 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
 		keys = node_keys;
 		seen = st->node_keys[st->node_idx];
 		break;
+	case SEC_DISK:
+		keys = disk_keys;
+		seen = st->disk_keys[st->disk_idx];
+		break;
 	default:
 		return 0;
 	}
@@ -514,6 +708,29 @@ static void cfg_finish(struct cfg_state *st)
 			return;
 		}
 	}
+	for (i = 0; i < cfg->n_disks; i++) {
+		struct hk_disk_conf *d = &cfg->disks[i];
+
+		if (!st->disk_keys[i][DK_PATH]) {
+			cfg_fail(st, st->disk_line[i],
+				 "[disk %s] path: missing (the disk's image file or block device)",
+				 d->name);
+			return;
+		}
+		if (!st->disk_keys[i][DK_SIZE]) {
+			cfg_fail(
+			    st, st->disk_line[i],
+			    "[disk %s] size: missing (bytes the guest sees, a multiple of 4 KiB)",
+			    d->name);
+			return;
+		}
+		/* Nodes may come after the disks that name them. */
+		if (d->node[0] && !hk_config_node(cfg, d->node)) {
+			cfg_fail(st, st->disk_keys[i][DK_NODE],
+				 "[disk %s] node: no [node %s] in this file", d->name, d->node);
+			return;
+		}
+	}
 	if (!cfg->guest_memory && sum < HK_GUEST_MEMORY_MIN) {
 		char a[32], b[32];
 
@@ -530,6 +747,16 @@ static void cfg_finish(struct cfg_state *st)
 		snprintf(cfg->provider, sizeof(cfg->provider), "%s", CFG_DEFAULT_PROVIDER);
 	if (!cfg->vcpus)
 		cfg->vcpus = 1;
+	if (!st->guest_keys[GK_REPLICAS])
+		cfg->replicas = true;
+	for (i = 0; i < cfg->n_disks; i++) {
+		struct hk_disk_conf *d = &cfg->disks[i];
+
+		if (!d->node[0])
+			snprintf(d->node, sizeof(d->node), "%s", cfg->nodes[0].name);
+		if (!d->queue_depth)
+			d->queue_depth = HK_DISK_QUEUE_DEPTH_DFLT;
+	}
 }
 
 static int cfg_dir_of(const char *path, char *dir)
@@ -639,6 +866,16 @@ const struct hk_node_conf *hk_config_node(const struct hk_config *cfg, const cha
 	for (i = 0; i < cfg->n_nodes; i++)
 		if (!strcmp(cfg->nodes[i].name, name))
 			return &cfg->nodes[i];
+	return NULL;
+}
+
+const struct hk_disk_conf *hk_config_disk(const struct hk_config *cfg, const char *name)
+{
+	unsigned i;
+
+	for (i = 0; i < cfg->n_disks; i++)
+		if (!strcmp(cfg->disks[i].name, name))
+			return &cfg->disks[i];
 	return NULL;
 }
 

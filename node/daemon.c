@@ -15,20 +15,7 @@
 
 #define CONSOLE_REPLY_MAX (HK_CTL_MAX_FRAME - 4096)
 
-static void reply_error(Hk__Ctl__CtlResponse *rsp, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void reply_error(Hk__Ctl__CtlResponse *rsp, const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) < 0)
-		s = NULL;
-	va_end(ap);
-	rsp->error = s ? s : strdup("out of memory");
-}
+#define reply_error hk_daemon_reply_error
 
 static void guest_put(struct hk_daemon *d, struct hk_guest *g)
 {
@@ -115,6 +102,7 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 {
 	const char *kernel = req->kernel && *req->kernel ? req->kernel : d->cfg->kernel;
 	const char *cmdline = req->cmdline && *req->cmdline ? req->cmdline : d->cfg->cmdline;
+	struct hk_vm_disk disks[HK_MAX_DISKS];
 	struct hk_vm_config vc = {
 		.kernel_path = kernel,
 		.cmdline = cmdline,
@@ -122,6 +110,10 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		.vcpus = d->cfg->vcpus,
 		.console = console_sink,
 		.console_ctx = &d->console,
+		.disks = disks,
+		.n_disks = d->n_disks,
+		.replicas = d->replicas_enabled ? d->replicas : NULL,
+		.node_id = d->node_id,
 	};
 	struct hk_guest *g, *old = NULL;
 	struct hk_vm_result r;
@@ -138,6 +130,8 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		reply_error(rsp, "guest start: out of memory");
 		return;
 	}
+	for (unsigned i = 0; i < d->n_disks; i++)
+		disks[i] = (struct hk_vm_disk){d->disks[i].disk, d->disks[i].id};
 	g->refs = 1;
 	g->kernel = strdup(kernel);
 	g->cmdline = strdup(cmdline);
@@ -159,6 +153,12 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		}
 	}
 	hk_console_reset(&d->console);
+	/* A new guest has new memory: the old frames' entries mean nothing.
+	 * (Only a reboot keeps them.) */
+	if (d->guest)
+		hk_vm_stop(d->guest->vm, "replaced by a new guest");
+	hk_replica_clear(d->replicas);
+	d->kept_pages = 0;
 	ret = hk_vm_create(&vc, &g->vm, err, sizeof(err));
 	if (ret == 0)
 		ret = hk_vm_start(g->vm);
@@ -201,6 +201,106 @@ static void do_guest_stop(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_GUEST;
 	rsp->guest = guest_info(g, &r);
 	guest_put(d, g);
+}
+
+static void do_guest_reboot(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
+{
+	struct hk_guest *g = guest_get(d);
+	struct hk_vm_result r;
+	char err[256];
+	int ret;
+
+	if (!g) {
+		reply_error(rsp, "guest reboot: no guest has been started");
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	hk_console_reset(&d->console);
+	hk_vm_set_replicas(g->vm, d->replicas_enabled ? d->replicas : NULL);
+	ret = hk_vm_reboot(g->vm, &d->kept_pages, err, sizeof(err));
+	pthread_mutex_unlock(&d->lock);
+	if (ret) {
+		reply_error(rsp, "guest reboot: %s", err);
+		guest_put(d, g);
+		return;
+	}
+	fprintf(stderr, "hkd[%s]: guest rebooted, %llu replica frames kept\n", d->node->name,
+		(unsigned long long)d->kept_pages);
+	hk_vm_result(g->vm, &r);
+	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_GUEST;
+	rsp->guest = guest_info(g, &r);
+	guest_put(d, g);
+}
+
+static bool guest_running(struct hk_daemon *d)
+{
+	struct hk_guest *g = guest_get(d);
+	struct hk_vm_result r = {0};
+
+	if (g) {
+		hk_vm_result(g->vm, &r);
+		guest_put(d, g);
+	}
+	return r.state == HK_VM_RUNNING;
+}
+
+static void do_replica_set(struct hk_daemon *d, const Hk__Ctl__ReplicaSetRequest *req,
+			   Hk__Ctl__CtlResponse *rsp)
+{
+	pthread_mutex_lock(&d->lock);
+	d->replicas_enabled = req->enabled;
+	/* Off means no entries at all: the next boot gives their frames back. */
+	if (req->clear || !req->enabled)
+		hk_replica_clear(d->replicas);
+	pthread_mutex_unlock(&d->lock);
+	hk_daemon_replica_stats(d, rsp);
+}
+
+static void do_replica_verify(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
+{
+	struct hk_guest *g = guest_get(d);
+
+	hk_daemon_replica_verify(d, g ? hk_vm_mem(g->vm) : NULL, rsp);
+	if (g)
+		guest_put(d, g);
+}
+
+static void do_disk_mkdata(struct hk_daemon *d, const Hk__Ctl__DiskMkdataRequest *req,
+			   Hk__Ctl__CtlResponse *rsp)
+{
+	struct hk_daemon_disk *dd = hk_daemon_disk(d, req->disk);
+	Hk__Ctl__DiskMkdataReply *r;
+	uint64_t records = 0;
+	bool reused = false;
+	char err[256];
+
+	if (!dd) {
+		reply_error(rsp, "disk mkdata: node %s serves no disk '%s'", d->node->name,
+			    req->disk);
+		return;
+	}
+	if (guest_running(d)) {
+		reply_error(rsp, "disk mkdata: a guest is running (hkctl guest stop first)");
+		return;
+	}
+	/* Every block may change: no replica of this disk survives. */
+	hk_replica_drop_blocks(d->replicas, dd->id, 0, hk_disk_size(dd->disk) / HK_PAGE_SIZE);
+	if (hk_daemon_mkdata(dd, req->size, req->seed, req->force, &records, &reused, err,
+			     sizeof(err))) {
+		reply_error(rsp, "%s", err);
+		return;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		reply_error(rsp, "disk mkdata: out of memory");
+		return;
+	}
+	hk__ctl__disk_mkdata_reply__init(r);
+	r->records = records;
+	r->bytes = (records + 1) * HK_PAGE_SIZE;
+	r->reused = reused;
+	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_DISK_MKDATA;
+	rsp->disk_mkdata = r;
 }
 
 static void do_guest_wait(struct hk_daemon *d, const Hk__Ctl__GuestWaitRequest *req,
@@ -270,6 +370,23 @@ static void do_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 	s->pid = (uint32_t)getpid();
 	s->uptime_ms = (hk_now_ns() - d->start_ns) / 1000000;
 	s->console_bytes = hk_console_total(&d->console);
+	s->replicas_enabled = d->replicas_enabled;
+	s->kept_pages = d->kept_pages;
+	s->disks = calloc(d->n_disks ? d->n_disks : 1, sizeof(*s->disks));
+	for (unsigned i = 0; s->disks && i < d->n_disks; i++) {
+		Hk__Ctl__DiskInfo *di = calloc(1, sizeof(*di));
+
+		if (!di)
+			break;
+		hk__ctl__disk_info__init(di);
+		di->name = strdup(d->disks[i].conf->name);
+		di->path = strdup(d->disks[i].conf->path);
+		di->size = hk_disk_size(d->disks[i].disk);
+		di->id = d->disks[i].id;
+		di->direct = hk_disk_uses_direct(d->disks[i].disk);
+		di->backend = strdup(hk_disk_backend(d->disks[i].disk));
+		s->disks[s->n_disks++] = di;
+	}
 	if (g) {
 		struct hk_vm_stats st;
 
@@ -278,6 +395,10 @@ static void do_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 		s->resident_pages = st.mem.resident_pages;
 		s->uffd_faults = st.mem.faults;
 		s->vcpu_exits = st.vcpu_exits;
+		s->wp_faults = st.mem.wp_faults;
+		s->bytes_from_disk = st.bytes_from_disk;
+		s->bytes_from_replicas = st.bytes_from_replicas;
+		s->tsc_khz = hk_vm_tsc_khz(g->vm);
 	}
 	s->guest = guest_info(g, &r);
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_STATUS;
@@ -307,6 +428,24 @@ static void daemon_handle(void *ctx, const Hk__Ctl__CtlRequest *req, Hk__Ctl__Ct
 	case HK__CTL__CTL_REQUEST__REQ_GUEST_WAIT:
 		do_guest_wait(d, req->guest_wait, rsp);
 		break;
+	case HK__CTL__CTL_REQUEST__REQ_GUEST_REBOOT:
+		do_guest_reboot(d, rsp);
+		break;
+	case HK__CTL__CTL_REQUEST__REQ_REPLICA_SHOW:
+		hk_daemon_replica_show(d, req->replica_show, rsp);
+		break;
+	case HK__CTL__CTL_REQUEST__REQ_REPLICA_STATS:
+		hk_daemon_replica_stats(d, rsp);
+		break;
+	case HK__CTL__CTL_REQUEST__REQ_REPLICA_VERIFY:
+		do_replica_verify(d, rsp);
+		break;
+	case HK__CTL__CTL_REQUEST__REQ_REPLICA_SET:
+		do_replica_set(d, req->replica_set, rsp);
+		break;
+	case HK__CTL__CTL_REQUEST__REQ_DISK_MKDATA:
+		do_disk_mkdata(d, req->disk_mkdata, rsp);
+		break;
 	default:
 		reply_error(rsp, "unknown request %d", (int)req->req_case);
 		break;
@@ -327,7 +466,36 @@ static void daemon_rsp_free(void *ctx, Hk__Ctl__CtlResponse *rsp)
 		free_str(rsp->status->node);
 		free_str(rsp->status->cluster);
 		guest_info_free(rsp->status->guest);
+		for (size_t i = 0; i < rsp->status->n_disks; i++) {
+			free_str(rsp->status->disks[i]->name);
+			free_str(rsp->status->disks[i]->path);
+			free_str(rsp->status->disks[i]->backend);
+			free(rsp->status->disks[i]);
+		}
+		free(rsp->status->disks);
 		free(rsp->status);
+		break;
+	case HK__CTL__CTL_RESPONSE__REP_REPLICA_SHOW:
+		for (size_t i = 0; i < rsp->replica_show->n_extents; i++) {
+			free_str(rsp->replica_show->extents[i]->disk);
+			free(rsp->replica_show->extents[i]);
+		}
+		free(rsp->replica_show->extents);
+		free(rsp->replica_show);
+		break;
+	case HK__CTL__CTL_RESPONSE__REP_REPLICA_VERIFY:
+		for (size_t i = 0; i < rsp->replica_verify->n_first_mismatches; i++) {
+			free_str(rsp->replica_verify->first_mismatches[i]->disk);
+			free(rsp->replica_verify->first_mismatches[i]);
+		}
+		free(rsp->replica_verify->first_mismatches);
+		free(rsp->replica_verify);
+		break;
+	case HK__CTL__CTL_RESPONSE__REP_REPLICA_STATS:
+		free(rsp->replica_stats);
+		break;
+	case HK__CTL__CTL_RESPONSE__REP_DISK_MKDATA:
+		free(rsp->disk_mkdata);
 		break;
 	case HK__CTL__CTL_RESPONSE__REP_GUEST:
 		guest_info_free(rsp->guest);
@@ -391,8 +559,26 @@ int hk_daemon_run(const struct hk_config *cfg, const char *node_name)
 		return 2;
 	}
 	d->start_ns = hk_now_ns();
+	d->node_id = (uint16_t)(d->node - cfg->nodes);
 	pthread_mutex_init(&d->lock, NULL);
 	hk_console_init(&d->console);
+	d->replicas_enabled = cfg->replicas;
+	if (hk_replica_create(&d->replicas)) {
+		fprintf(stderr, "hkd: out of memory for the replica table\n");
+		free(d);
+		return 2;
+	}
+	{
+		char err[512];
+
+		if (hk_daemon_open_disks(d, err, sizeof(err))) {
+			fprintf(stderr, "hkd: %s\n", err);
+			hk_daemon_close_disks(d);
+			hk_replica_destroy(d->replicas);
+			free(d);
+			return 2;
+		}
+	}
 
 	/* Block the signals we wait for before any thread exists, so they all
 	 * inherit the mask and sigwait below is the only taker. */
@@ -421,6 +607,8 @@ int hk_daemon_run(const struct hk_config *cfg, const char *node_name)
 	hk_ctl_server_stop(d->ctl);
 	if (d->guest)
 		guest_put(d, d->guest);
+	hk_daemon_close_disks(d);
+	hk_replica_destroy(d->replicas);
 	free(d);
 	return 0;
 }

@@ -1,14 +1,13 @@
 /*
  * hkctl, the control client.
  *
- *   hkctl [--config FILE] [--node NAME] [--socket PATH] [--json] COMMAND
+ *   hkctl [--config FILE] [--node NAME] [--socket PATH] [--json] COMMAND ...
  *
  * Human output by default, --json for scripts; errors are one line on
- * stderr and a non-zero exit.
+ * stderr and a non-zero exit.  Options may appear anywhere; an option a
+ * command does not take is an error, not silently ignored.
  */
 #include <errno.h>
-#include <jansson.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,44 +16,61 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "node.h"
+#include "hkctl.h"
 
 #define DEFAULT_CONFIG "hk-cluster/hk.conf"
-#define REPLY_TIMEOUT_S 60
 
-struct opts {
-	const char *config;
-	const char *node;
-	const char *socket;
-	bool json;
-	/* command arguments */
-	const char *kernel;
-	const char *cmdline;
-	double timeout;
-	bool has_timeout;
-	char *words[4];
-	int nwords;
+const char *const hkctl_opt_names[OPT_MAX] = {
+	[OPT_CONFIG] = "--config",   [OPT_NODE] = "--node",	    [OPT_SOCKET] = "--socket",
+	[OPT_KERNEL] = "--kernel",   [OPT_CMDLINE] = "--cmdline", [OPT_TIMEOUT] = "--timeout",
+	[OPT_DISK] = "--disk",	     [OPT_SIZE] = "--size",	    [OPT_SEED] = "--seed",
+	[OPT_GPA] = "--gpa",	     [OPT_LIMIT] = "--limit",	    [OPT_MODE] = "--mode",
+	[OPT_DATA_SIZE] = "--data-size", [OPT_OPS] = "--ops",
+};
+
+#define O(x) (1u << (x))
+#define GLOBAL (O(OPT_CONFIG) | O(OPT_NODE) | O(OPT_SOCKET))
+
+static const struct command {
+	const char *w0, *w1;
+	int (*fn)(struct hkctl *c);
+	unsigned opts; /* besides GLOBAL */
+	bool force;    /* takes --force */
+	const char *help;
+} commands[] = {
+	{"status", NULL, hkctl_status, 0, false, "node, vCPUs, memory, disks, guest, counters"},
+	{"guest", "start", hkctl_guest_start, O(OPT_KERNEL) | O(OPT_CMDLINE), false,
+	 "[--kernel FILE] [--cmdline STR]"},
+	{"guest", "stop", hkctl_guest_stop, 0, false, ""},
+	{"guest", "reboot", hkctl_guest_reboot, 0, false, "restart the guest, keeping replica frames"},
+	{"guest", "console", hkctl_guest_console, 0, false, "what the guest printed so far"},
+	{"guest", "wait", hkctl_guest_wait, O(OPT_TIMEOUT), false,
+	 "[--timeout SECONDS]  block until the guest ends"},
+	{"replica", "show", hkctl_replica_show, O(OPT_DISK) | O(OPT_GPA) | O(OPT_LIMIT), false,
+	 "[--disk D] [--gpa A-B] [--limit N]"},
+	{"replica", "stats", hkctl_replica_stats, 0, false, "entries, extents, bytes, hits, misses"},
+	{"replica", "verify", hkctl_replica_verify, 0, false,
+	 "compare every replica frame with its disk block"},
+	{"disk", "mkdata", hkctl_disk_mkdata, O(OPT_DISK) | O(OPT_SIZE) | O(OPT_SEED), true,
+	 "--disk D --size SIZE [--seed N] [--force]  write a kvdb data set"},
+	{"drill", "restart", hkctl_drill_restart,
+	 O(OPT_MODE) | O(OPT_DATA_SIZE) | O(OPT_DISK) | O(OPT_SEED) | O(OPT_OPS) | O(OPT_TIMEOUT),
+	 false, "--mode guest [--data-size SIZE] [--disk D] [--ops N]"},
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: hkctl [--config FILE] [--node NAME] [--socket PATH] [--json] COMMAND\n"
-		"\n"
-		"commands:\n"
-		"  status                                   node, vCPUs, guest memory, guest state\n"
-		"  guest start [--kernel FILE] [--cmdline STR]\n"
-		"  guest stop\n"
-		"  guest console                            what the guest printed so far\n"
-		"  guest wait [--timeout SECONDS]           block until the guest ends\n"
-		"\n"
-		"The daemon is found through --socket, or the control socket of --node (default:\n"
-		"the first node) in --config (default: $HK_CONFIG, else " DEFAULT_CONFIG ").\n");
+	fprintf(f, "usage: hkctl [--config FILE] [--node NAME] [--socket PATH] [--json] COMMAND\n\n"
+		   "commands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %s %-8s %s\n", commands[i].w0, commands[i].w1 ? commands[i].w1 : "",
+			commands[i].help);
+	fprintf(f, "\nThe daemon is found through --socket, or the control socket of --node (default:\n"
+		   "the first node) in --config (default: $HK_CONFIG, else " DEFAULT_CONFIG ").\n"
+		   "--json prints one JSON object on stdout.  See docs/hkctl.md.\n");
 }
 
-static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int die(const char *fmt, ...)
+int hkctl_die(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -66,88 +82,76 @@ static int die(const char *fmt, ...)
 	return 1;
 }
 
-static int parse_args(int argc, char **argv, struct opts *o)
+static int parse_args(int argc, char **argv, struct hkctl *c)
 {
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
-		const char **dst = NULL;
+		int o;
 
 		if (!strcmp(a, "--json")) {
-			o->json = true;
+			c->json = true;
+			continue;
+		}
+		if (!strcmp(a, "--force")) {
+			c->force = true;
 			continue;
 		}
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
 			usage(stdout);
 			exit(0);
 		}
-		if (!strcmp(a, "--config"))
-			dst = &o->config;
-		else if (!strcmp(a, "--node"))
-			dst = &o->node;
-		else if (!strcmp(a, "--socket"))
-			dst = &o->socket;
-		else if (!strcmp(a, "--kernel"))
-			dst = &o->kernel;
-		else if (!strcmp(a, "--cmdline"))
-			dst = &o->cmdline;
-		if (dst || !strcmp(a, "--timeout")) {
+		for (o = 0; o < OPT_MAX; o++)
+			if (!strcmp(a, hkctl_opt_names[o]))
+				break;
+		if (o < OPT_MAX) {
 			if (i + 1 >= argc)
-				return die("%s needs a value", a);
-			if (dst) {
-				*dst = argv[++i];
-				continue;
-			}
-			char *end;
-
-			errno = 0;
-			o->timeout = strtod(argv[++i], &end);
-			if (errno || end == argv[i] || *end || o->timeout < 0 || o->timeout > 86400 * 365)
-				return die("--timeout: bad value '%s' (seconds)", argv[i]);
-			o->has_timeout = true;
+				return hkctl_die("%s needs a value", a);
+			c->val[o] = argv[++i];
 			continue;
 		}
 		if (a[0] == '-')
-			return die("unknown option '%s' (see hkctl --help)", a);
-		if (o->nwords == 4)
-			return die("too many words in command near '%s'", a);
-		o->words[o->nwords++] = argv[i];
+			return hkctl_die("unknown option '%s' (see hkctl --help)", a);
+		if (c->nwords == 4)
+			return hkctl_die("too many words in command near '%s'", a);
+		c->words[c->nwords++] = argv[i];
 	}
-	if (!o->nwords) {
+	if (!c->nwords) {
 		usage(stderr);
 		return 1;
 	}
 	return 0;
 }
 
-static int resolve_socket(struct opts *o, char *path, size_t len)
+static int resolve_socket(struct hkctl *c)
 {
 	static struct hk_config cfg;
 	const struct hk_node_conf *n;
+	const char *path = c->val[OPT_CONFIG];
 	char err[512];
 
-	if (o->socket) {
-		snprintf(path, len, "%s", o->socket);
+	if (c->val[OPT_SOCKET]) {
+		snprintf(c->sock, sizeof(c->sock), "%s", c->val[OPT_SOCKET]);
 		return 0;
 	}
-	if (!o->config)
-		o->config = getenv("HK_CONFIG") ? getenv("HK_CONFIG") : DEFAULT_CONFIG;
-	if (hk_config_load(o->config, &cfg, err, sizeof(err)))
-		return die("%s", err);
-	n = o->node ? hk_config_node(&cfg, o->node) : &cfg.nodes[0];
+	if (!path)
+		path = getenv("HK_CONFIG") ? getenv("HK_CONFIG") : DEFAULT_CONFIG;
+	if (hk_config_load(path, &cfg, err, sizeof(err)))
+		return hkctl_die("%s", err);
+	n = c->val[OPT_NODE] ? hk_config_node(&cfg, c->val[OPT_NODE]) : &cfg.nodes[0];
 	if (!n)
-		return die("%s has no [node %s]", o->config, o->node);
-	snprintf(path, len, "%s", n->control);
+		return hkctl_die("%s has no [node %s]", path, c->val[OPT_NODE]);
+	snprintf(c->sock, sizeof(c->sock), "%s", n->control);
+	c->cfg = &cfg;
 	return 0;
 }
 
-/* One request, one reply.  timeout_s 0 = wait as long as it takes. */
-static int call(const char *sock, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse **rsp,
-		unsigned timeout_s)
+int hkctl_call(struct hkctl *c, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse **rsp,
+	       unsigned timeout_s)
 {
-	int fd = hk_ctl_connect(sock), ret;
+	int fd = hk_ctl_connect(c->sock), ret;
 
 	if (fd < 0)
-		return die("cannot reach hkd at %s: %s", sock, strerror(-fd));
+		return hkctl_die("cannot reach hkd at %s: %s", c->sock, strerror(-fd));
 	if (timeout_s) {
 		struct timeval tv = {.tv_sec = timeout_s};
 
@@ -157,9 +161,9 @@ static int call(const char *sock, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse
 	ret = hk_ctl_call(fd, req, rsp);
 	close(fd);
 	if (ret != HK_WIRE_OK)
-		return die("hkd at %s: %s", sock, hk_wire_strerror(ret));
+		return hkctl_die("hkd at %s: %s", c->sock, hk_wire_strerror(ret));
 	if ((*rsp)->error && *(*rsp)->error) {
-		die("%s", (*rsp)->error);
+		hkctl_die("%s", (*rsp)->error);
 		hk__ctl__ctl_response__free_unpacked(*rsp, NULL);
 		*rsp = NULL;
 		return 1;
@@ -167,246 +171,67 @@ static int call(const char *sock, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse
 	return 0;
 }
 
-static const char *state_name(Hk__Ctl__GuestState s)
+int hkctl_opt_size(struct hkctl *c, enum hkctl_opt o, uint64_t def, uint64_t *out)
 {
-	switch (s) {
-	case HK__CTL__GUEST_STATE__GUEST_RUNNING:
-		return "running";
-	case HK__CTL__GUEST_STATE__GUEST_EXITED:
-		return "exited";
-	case HK__CTL__GUEST_STATE__GUEST_CRASHED:
-		return "crashed";
-	case HK__CTL__GUEST_STATE__GUEST_STOPPED:
-		return "stopped";
-	default:
-		return "none";
-	}
-}
-
-static json_t *guest_json(const Hk__Ctl__GuestInfo *g)
-{
-	if (!g)
-		return json_null();
-	return json_pack("{s:s, s:i, s:s, s:s, s:I, s:s}", "state", state_name(g->state),
-			 "exit_status", g->exit_status, "kernel", g->kernel, "cmdline", g->cmdline,
-			 "runtime_ms", (json_int_t)g->runtime_ms, "reason", g->reason);
-}
-
-static void print_json(json_t *j)
-{
-	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-
-	if (s)
-		puts(s);
-	free(s);
-	json_decref(j);
-}
-
-static void print_guest(const Hk__Ctl__GuestInfo *g)
-{
-	if (!g || g->state == HK__CTL__GUEST_STATE__GUEST_NONE) {
-		printf("guest         none started\n");
-		return;
-	}
-	printf("guest         %s", state_name(g->state));
-	if (g->state == HK__CTL__GUEST_STATE__GUEST_EXITED)
-		printf(", status %d", g->exit_status);
-	printf(" after %.3f s\n", g->runtime_ms / 1000.0);
-	if (*g->reason && g->state != HK__CTL__GUEST_STATE__GUEST_RUNNING)
-		printf("reason        %s\n", g->reason);
-	printf("kernel        %s\n", g->kernel);
-	printf("cmdline       %s\n", g->cmdline);
-}
-
-static int cmd_status(const char *sock, struct opts *o)
-{
-	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
-	Hk__Ctl__StatusRequest sr = HK__CTL__STATUS_REQUEST__INIT;
-	Hk__Ctl__CtlResponse *rsp;
-	const Hk__Ctl__StatusReply *s;
-	char buf[32];
-
-	req.req_case = HK__CTL__CTL_REQUEST__REQ_STATUS;
-	req.status = &sr;
-	if (call(sock, &req, &rsp, REPLY_TIMEOUT_S))
-		return 1;
-	if (rsp->rep_case != HK__CTL__CTL_RESPONSE__REP_STATUS) {
-		hk__ctl__ctl_response__free_unpacked(rsp, NULL);
-		return die("hkd sent an unexpected reply to status");
-	}
-	s = rsp->status;
-	if (o->json) {
-		json_t *vcpus = json_array();
-
-		for (unsigned i = 0; i < s->vcpus; i++)
-			json_array_append_new(vcpus, json_pack("{s:i, s:s}", "index", i, "node",
-							       s->node));
-		print_json(json_pack("{s:s, s:s, s:i, s:I, s:i, s:o, s:I, s:o, s:I, s:I, s:I, s:I}",
-				     "node", s->node, "cluster", s->cluster, "pid", (int)s->pid,
-				     "uptime_ms", (json_int_t)s->uptime_ms, "vcpus", (int)s->vcpus,
-				     "vcpu_list", vcpus, "guest_memory", (json_int_t)s->guest_memory,
-				     "guest", guest_json(s->guest), "resident_pages",
-				     (json_int_t)s->resident_pages, "uffd_faults",
-				     (json_int_t)s->uffd_faults, "vcpu_exits",
-				     (json_int_t)s->vcpu_exits, "console_bytes",
-				     (json_int_t)s->console_bytes));
-	} else {
-		printf("node          %s (cluster %s, pid %u, up %.1f s)\n", s->node, s->cluster,
-		       s->pid, s->uptime_ms / 1000.0);
-		printf("vcpus         %u\n", s->vcpus);
-		printf("guest memory  %s\n", hk_format_size(s->guest_memory, buf, sizeof(buf)));
-		print_guest(s->guest);
-		printf("resident      %llu pages (%s)\n", (unsigned long long)s->resident_pages,
-		       hk_format_size(s->resident_pages * 4096, buf, sizeof(buf)));
-		printf("uffd faults   %llu\n", (unsigned long long)s->uffd_faults);
-		printf("vcpu exits    %llu\n", (unsigned long long)s->vcpu_exits);
-		printf("console       %llu bytes\n", (unsigned long long)s->console_bytes);
-	}
-	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+	*out = def;
+	if (c->val[o] && hk_parse_size(c->val[o], out))
+		return hkctl_die("%s: bad size '%s'", hkctl_opt_names[o], c->val[o]);
 	return 0;
 }
 
-static int guest_reply(Hk__Ctl__CtlResponse *rsp, struct opts *o, const char *what)
+int hkctl_opt_uint(struct hkctl *c, enum hkctl_opt o, uint64_t def, uint64_t max, uint64_t *out)
 {
-	if (rsp->rep_case != HK__CTL__CTL_RESPONSE__REP_GUEST) {
-		hk__ctl__ctl_response__free_unpacked(rsp, NULL);
-		return die("hkd sent an unexpected reply to guest %s", what);
-	}
-	if (o->json)
-		print_json(guest_json(rsp->guest));
-	else
-		print_guest(rsp->guest);
-	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+	char *end;
+
+	*out = def;
+	if (!c->val[o])
+		return 0;
+	errno = 0;
+	*out = strtoull(c->val[o], &end, 0);
+	if (errno || end == c->val[o] || *end || c->val[o][0] == '-' || *out > max)
+		return hkctl_die("%s: bad number '%s' (0 to %llu)", hkctl_opt_names[o], c->val[o],
+				 (unsigned long long)max);
 	return 0;
 }
 
-static int cmd_guest_start(const char *sock, struct opts *o)
+int hkctl_opt_seconds(struct hkctl *c, enum hkctl_opt o, double *out, bool *given)
 {
-	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
-	Hk__Ctl__GuestStartRequest gs = HK__CTL__GUEST_START_REQUEST__INIT;
-	Hk__Ctl__CtlResponse *rsp;
-	char abs[PATH_MAX];
+	char *end;
 
-	/* The daemon has its own working directory: send absolute paths. */
-	if (o->kernel) {
-		if (!realpath(o->kernel, abs))
-			return die("--kernel %s: %s", o->kernel, strerror(errno));
-		gs.kernel = abs;
-	}
-	if (o->cmdline)
-		gs.cmdline = (char *)o->cmdline;
-	req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_START;
-	req.guest_start = &gs;
-	if (call(sock, &req, &rsp, REPLY_TIMEOUT_S))
-		return 1;
-	return guest_reply(rsp, o, "start");
-}
-
-static int cmd_guest_stop(const char *sock, struct opts *o)
-{
-	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
-	Hk__Ctl__GuestStopRequest gs = HK__CTL__GUEST_STOP_REQUEST__INIT;
-	Hk__Ctl__CtlResponse *rsp;
-
-	req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_STOP;
-	req.guest_stop = &gs;
-	if (call(sock, &req, &rsp, REPLY_TIMEOUT_S))
-		return 1;
-	return guest_reply(rsp, o, "stop");
-}
-
-static int cmd_guest_console(const char *sock, struct opts *o)
-{
-	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
-	Hk__Ctl__GuestConsoleRequest gc = HK__CTL__GUEST_CONSOLE_REQUEST__INIT;
-	Hk__Ctl__CtlResponse *rsp;
-	const Hk__Ctl__ConsoleReply *c;
-
-	req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_CONSOLE;
-	req.guest_console = &gc;
-	if (call(sock, &req, &rsp, REPLY_TIMEOUT_S))
-		return 1;
-	if (rsp->rep_case != HK__CTL__CTL_RESPONSE__REP_CONSOLE) {
-		hk__ctl__ctl_response__free_unpacked(rsp, NULL);
-		return die("hkd sent an unexpected reply to guest console");
-	}
-	c = rsp->console;
-	if (o->json) {
-		print_json(json_pack("{s:I, s:I, s:s%}", "offset", (json_int_t)c->offset, "total",
-				     (json_int_t)c->total, "data", (const char *)c->data.data,
-				     c->data.len));
-	} else {
-		if (c->offset)
-			fprintf(stderr, "hkctl: (first %llu bytes no longer kept)\n",
-				(unsigned long long)c->offset);
-		fwrite(c->data.data, 1, c->data.len, stdout);
-	}
-	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+	*given = c->val[o] != NULL;
+	*out = 0;
+	if (!*given)
+		return 0;
+	errno = 0;
+	*out = strtod(c->val[o], &end);
+	if (errno || end == c->val[o] || *end || *out < 0 || *out > 86400.0 * 365)
+		return hkctl_die("%s: bad value '%s' (seconds)", hkctl_opt_names[o], c->val[o]);
 	return 0;
-}
-
-static int cmd_guest_wait(const char *sock, struct opts *o)
-{
-	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
-	Hk__Ctl__GuestWaitRequest gw = HK__CTL__GUEST_WAIT_REQUEST__INIT;
-	Hk__Ctl__CtlResponse *rsp;
-	const Hk__Ctl__WaitReply *w;
-	int ret = 0;
-
-	if (o->has_timeout)
-		gw.timeout_ms = o->timeout * 1000 < 1 ? 1 : (uint32_t)(o->timeout * 1000);
-	req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_WAIT;
-	req.guest_wait = &gw;
-	if (call(sock, &req, &rsp, o->has_timeout ? (unsigned)o->timeout + REPLY_TIMEOUT_S : 0))
-		return 1;
-	if (rsp->rep_case != HK__CTL__CTL_RESPONSE__REP_WAIT) {
-		hk__ctl__ctl_response__free_unpacked(rsp, NULL);
-		return die("hkd sent an unexpected reply to guest wait");
-	}
-	w = rsp->wait;
-	if (o->json) {
-		print_json(json_pack("{s:b, s:o}", "timed_out", w->timed_out, "guest",
-				     guest_json(w->guest)));
-	} else {
-		print_guest(w->guest);
-	}
-	if (w->timed_out)
-		ret = die("guest wait: timed out after %g s; the guest is still running", o->timeout);
-	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
-	return ret;
 }
 
 int main(int argc, char **argv)
 {
-	struct opts o = {0};
-	char sock[108];
+	struct hkctl c = {0};
 
-	if (parse_args(argc, argv, &o))
+	if (parse_args(argc, argv, &c))
 		return 1;
-	if (!strcmp(o.words[0], "status") && o.nwords == 1) {
-		if (resolve_socket(&o, sock, sizeof(sock)))
-			return 1;
-		return cmd_status(sock, &o);
-	}
-	if (!strcmp(o.words[0], "guest") && o.nwords == 2) {
-		static const struct {
-			const char *name;
-			int (*fn)(const char *, struct opts *);
-		} sub[] = {
-			{"start", cmd_guest_start},
-			{"stop", cmd_guest_stop},
-			{"console", cmd_guest_console},
-			{"wait", cmd_guest_wait},
-		};
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		const struct command *cmd = &commands[i];
 
-		for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
-			if (strcmp(o.words[1], sub[i].name))
-				continue;
-			if (resolve_socket(&o, sock, sizeof(sock)))
-				return 1;
-			return sub[i].fn(sock, &o);
-		}
+		if (strcmp(c.words[0], cmd->w0) || (cmd->w1 ? c.nwords != 2 : c.nwords != 1) ||
+		    (cmd->w1 && strcmp(c.words[1], cmd->w1)))
+			continue;
+		for (int o = 0; o < OPT_MAX; o++)
+			if (c.val[o] && !((GLOBAL | cmd->opts) & O(o)))
+				return hkctl_die("%s does not apply to '%s%s%s'", hkctl_opt_names[o],
+						 cmd->w0, cmd->w1 ? " " : "", cmd->w1 ? cmd->w1 : "");
+		if (c.force && !cmd->force)
+			return hkctl_die("--force does not apply to '%s %s'", cmd->w0,
+					 cmd->w1 ? cmd->w1 : "");
+		if (resolve_socket(&c))
+			return 1;
+		return cmd->fn(&c);
 	}
-	return die("unknown command '%s%s%s' (see hkctl --help)", o.words[0], o.nwords > 1 ? " " : "",
-		   o.nwords > 1 ? o.words[1] : "");
+	return hkctl_die("unknown command '%s%s%s' (see hkctl --help)", c.words[0],
+			 c.nwords > 1 ? " " : "", c.nwords > 1 ? c.words[1] : "");
 }

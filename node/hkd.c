@@ -24,7 +24,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: hkd --config FILE --node NAME\n"
 		"       hkd run --kernel FILE [--cmdline STR] [--memory SIZE] [--vcpus N]\n"
-		"               [--timeout SECONDS] [--fault-window SIZE]\n"
+		"               [--timeout SECONDS] [--fault-window SIZE] [--disk FILE]...\n"
+		"               [--replicas on|off]\n"
 		"\n"
 		"hkd run boots a PVH kernel, prints its serial console on stdout and exits\n"
 		"with the guest's debug-exit status ((v << 1) | 1), or 2 on a start-up error,\n"
@@ -65,15 +66,22 @@ static int cmd_run(int argc, char **argv)
 		{"vcpus", required_argument, NULL, 'v'},
 		{"timeout", required_argument, NULL, 't'},
 		{"fault-window", required_argument, NULL, 'w'},
+		{"disk", required_argument, NULL, 'd'},
+		{"replicas", required_argument, NULL, 'r'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	struct hk_vm_config vc = {.memory = 256ull << 20, .vcpus = 1, .console = console_stdout};
 	unsigned long v, timeout = 0;
+	const char *disk_paths[HK_VM_MAX_DISKS];
+	struct hk_vm_disk disks[HK_VM_MAX_DISKS] = {0};
+	unsigned n_disks = 0;
+	bool replicas = true;
+	struct hk_replica *table = NULL;
 	struct hk_vm_result r;
-	struct hk_vm *vm;
-	char err[256];
-	int c, ret;
+	struct hk_vm *vm = NULL;
+	char err[512];
+	int c, ret, status = RUN_ERROR;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -95,6 +103,20 @@ static int cmd_run(int argc, char **argv)
 				fprintf(stderr, "hkd: --fault-window: bad size '%s'\n", optarg);
 				return RUN_ERROR;
 			}
+			break;
+		case 'd':
+			if (n_disks == HK_VM_MAX_DISKS) {
+				fprintf(stderr, "hkd: at most %d --disk\n", HK_VM_MAX_DISKS);
+				return RUN_ERROR;
+			}
+			disk_paths[n_disks++] = optarg;
+			break;
+		case 'r':
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				fprintf(stderr, "hkd: --replicas: want on or off, not '%s'\n", optarg);
+				return RUN_ERROR;
+			}
+			replicas = !strcmp(optarg, "on");
 			break;
 		case 'v':
 			if (parse_uint("--vcpus", optarg, HK_MAX_VCPUS, &v))
@@ -123,28 +145,54 @@ static int cmd_run(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	for (unsigned i = 0; i < n_disks; i++) {
+		char name[16];
+		struct hk_disk_config dc = {.name = name, .path = disk_paths[i]};
+
+		snprintf(name, sizeof(name), "d%u", i);
+		if (hk_disk_open(&dc, &disks[i].disk, err, sizeof(err))) {
+			fprintf(stderr, "hkd: %s\n", err);
+			goto out;
+		}
+		disks[i].id = (uint16_t)i;
+	}
+	if (n_disks && replicas && hk_replica_create(&table)) {
+		fprintf(stderr, "hkd: out of memory for the replica table\n");
+		goto out;
+	}
+	vc.disks = disks;
+	vc.n_disks = n_disks;
+	vc.replicas = table;
 	ret = hk_vm_create(&vc, &vm, err, sizeof(err));
 	if (ret) {
 		fprintf(stderr, "hkd: %s\n", err);
-		return RUN_ERROR;
+		goto out;
 	}
 	if (hk_vm_start(vm)) {
 		fprintf(stderr, "hkd: cannot start vCPUs\n");
-		hk_vm_destroy(vm);
-		return RUN_ERROR;
+		goto out;
 	}
 	ret = hk_vm_wait(vm, timeout ? (int)(timeout * 1000) : -1, &r);
 	hk_vm_stop(vm, "hkd run finished");
-	hk_vm_destroy(vm);
-
 	if (ret == -ETIMEDOUT) {
 		fprintf(stderr, "hkd: guest still running after %lu s, stopped\n", timeout);
-		return RUN_TIMEOUT;
+		status = RUN_TIMEOUT;
+	} else if (r.state == HK_VM_EXITED) {
+		status = r.exit_status & 0xff;
+	} else {
+		fprintf(stderr, "hkd: guest crashed: %s\n", r.reason);
+		status = RUN_CRASHED;
 	}
-	if (r.state == HK_VM_EXITED)
-		return r.exit_status & 0xff;
-	fprintf(stderr, "hkd: guest crashed: %s\n", r.reason);
-	return RUN_CRASHED;
+out:
+	hk_vm_destroy(vm);
+	for (unsigned i = 0; i < n_disks; i++) {
+		if (disks[i].disk)
+			hk_disk_flush(disks[i].disk);
+		hk_disk_close(disks[i].disk);
+	}
+	if (table)
+		hk_replica_destroy(table);
+	return status;
 }
 
 static int cmd_daemon(int argc, char **argv)

@@ -40,6 +40,22 @@ struct hk_node_conf {
 	char control[108]; /* Unix socket path (sun_path limit) */
 };
 
+#define HK_MAX_DISKS		 8
+#define HK_DISK_SIZE_MAX	 (1ull << 50) /* 1 PiB */
+#define HK_DISK_QUEUE_DEPTH_MAX	 4096
+#define HK_DISK_QUEUE_DEPTH_DFLT 64
+
+enum hk_disk_direct_conf { HK_DIRECT_AUTO = 0, HK_DIRECT_ON, HK_DIRECT_OFF };
+
+struct hk_disk_conf {
+	char name[HK_NAME_MAX];
+	char path[4096];	/* absolute, relative ones resolved against the config's folder */
+	uint64_t size;		/* bytes, multiple of 4096, required */
+	char node[HK_NAME_MAX]; /* node that serves it; default: the first [node] */
+	unsigned queue_depth;	/* 1..4096, default 64 */
+	enum hk_disk_direct_conf direct; /* direct = auto|on|off, default auto */
+};
+
 struct hk_config {
 	char path[4096]; /* file it came from */
 	char cluster_name[HK_NAME_MAX];
@@ -49,22 +65,29 @@ struct hk_config {
 	char cmdline[4096];
 	uint64_t guest_memory; /* 0 = sum of node memory */
 	unsigned vcpus;
+	bool replicas; /* [guest] replicas = on|off, default on */
 	/* [node NAME] sections in file order */
 	unsigned n_nodes;
 	struct hk_node_conf nodes[HK_MAX_NODES];
+	/* [disk NAME] sections in file order (the guest sees them so) */
+	unsigned n_disks;
+	struct hk_disk_conf disks[HK_MAX_DISKS];
 };
 
 /*
  * Load and validate an INI file.  On failure returns a negative errno and
  * writes one line naming the file, line and key into err, e.g.
- * "hk.conf:7: [node n1] memory: bad size 'abc'".  Relative kernel and
- * control paths come back absolute, resolved from the file's folder.
+ * "hk.conf:7: [node n1] memory: bad size 'abc'".  Relative kernel, control
+ * and disk paths come back absolute, resolved from the file's folder.
  * Defaults filled in: cluster name "hyperkernel", provider "tcp;ofi_rxm",
- * vcpus 1; guest_memory stays 0 when unset (see hk_config_guest_memory).
+ * vcpus 1, replicas on; for each disk node = the first [node], queue_depth
+ * 64, direct auto; guest_memory stays 0 when unset (see
+ * hk_config_guest_memory).  A disk's node always names a [node] of the file.
  * Not thread-safe (it adjusts libinih's line limit for the parse).
  */
 int hk_config_load(const char *path, struct hk_config *cfg, char *err, size_t errlen);
 const struct hk_node_conf *hk_config_node(const struct hk_config *cfg, const char *name);
+const struct hk_disk_conf *hk_config_disk(const struct hk_config *cfg, const char *name);
 /* Guest memory the cluster presents: [guest] memory or the sum of nodes. */
 uint64_t hk_config_guest_memory(const struct hk_config *cfg);
 

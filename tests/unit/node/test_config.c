@@ -121,6 +121,9 @@ NODE_TEST(config, defaults)
 	cr_assert_eq(hk_config_guest_memory(&cfg), 96ull << 20);
 	cr_assert_str_eq(cfg.kernel, "");
 	cr_assert_str_eq(cfg.nodes[0].address, "");
+	cr_assert(cfg.replicas);
+	cr_assert_eq(cfg.n_disks, 0);
+	cr_assert_null(hk_config_disk(&cfg, "d0"));
 }
 
 NODE_TEST(config, relative_paths_are_from_the_files_folder)
@@ -215,9 +218,13 @@ NODE_TEST(config, bad_size_names_line_section_and_key)
 NODE_TEST(config, unknown_section_and_key)
 {
 	load_fails("[gust]\nmemory = 1G\n" NODE1,
-		   "1: unknown section [gust] (want cluster, guest or node NAME)");
+		   "1: unknown section [gust] (want cluster, guest, node NAME or disk NAME)");
 	load_fails(NODE1 "[nodes n2]\n",
-		   "4: unknown section [nodes n2] (want cluster, guest or node NAME)");
+		   "4: unknown section [nodes n2] (want cluster, guest, node NAME or disk NAME)");
+	load_fails(NODE1 "[disks d0]\n",
+		   "4: unknown section [disks d0] (want cluster, guest, node NAME or disk NAME)");
+	load_fails(NODE1 "[diskd0]\n",
+		   "4: unknown section [diskd0] (want cluster, guest, node NAME or disk NAME)");
 	load_fails("[guest]\nmemroy = 1G\n" NODE1, "2: [guest] unknown key 'memroy'");
 	load_fails(NODE1 "contrl = x\n", "4: [node n1] unknown key 'contrl'");
 	load_fails("[cluster]\nnmae = x\n" NODE1, "2: [cluster] unknown key 'nmae'");
@@ -350,4 +357,328 @@ NODE_TEST(config, first_error_wins_and_err_may_be_small)
 	unlink(tmpl);
 
 	load_fails(text, "2: [guest] vcpus: '0' is out of range 1..64");
+}
+
+/* ---- [disk NAME] and [guest] replicas ------------------------------------ */
+
+#define DISK0 "[disk d0]\npath = /tmp/d0.img\nsize = 1G\n"
+
+NODE_TEST(config, two_disks_on_two_nodes)
+{
+	int ret = load("[guest]\n"
+		       "replicas = off\n"
+		       "[node n1]\n"
+		       "memory = 1G\n"
+		       "control = /run/hk/n1.sock\n"
+		       "[node n2]\n"
+		       "memory = 1G\n"
+		       "control = /run/hk/n2.sock\n"
+		       "[disk root]\n"
+		       "path = /var/lib/hk/root.img\n"
+		       "size = 4G\n"
+		       "node = n1\n"
+		       "queue_depth = 128\n"
+		       "direct = on\n"
+		       "[disk data.1]\n"
+		       "path = /dev/nvme0n1\n"
+		       "size = 1.5T\n"
+		       "node = n2\n"
+		       "queue_depth = 4096\n"
+		       "direct = off\n");
+
+	cr_assert_eq(ret, 0, "%s", err);
+	cr_assert_not(cfg.replicas);
+	cr_assert_eq(cfg.n_disks, 2);
+	cr_assert_str_eq(cfg.disks[0].name, "root");
+	cr_assert_str_eq(cfg.disks[0].path, "/var/lib/hk/root.img");
+	cr_assert_eq(cfg.disks[0].size, 4ull << 30);
+	cr_assert_str_eq(cfg.disks[0].node, "n1");
+	cr_assert_eq(cfg.disks[0].queue_depth, 128);
+	cr_assert_eq(cfg.disks[0].direct, HK_DIRECT_ON);
+	cr_assert_str_eq(cfg.disks[1].name, "data.1");
+	cr_assert_str_eq(cfg.disks[1].path, "/dev/nvme0n1");
+	cr_assert_eq(cfg.disks[1].size, 3ull << 39);
+	cr_assert_str_eq(cfg.disks[1].node, "n2");
+	cr_assert_eq(cfg.disks[1].queue_depth, 4096);
+	cr_assert_eq(cfg.disks[1].direct, HK_DIRECT_OFF);
+	cr_assert_eq(hk_config_disk(&cfg, "data.1"), &cfg.disks[1]);
+	cr_assert_eq(hk_config_disk(&cfg, "root"), &cfg.disks[0]);
+	cr_assert_null(hk_config_disk(&cfg, "data"));
+	/* The guest memory default is unchanged by disks. */
+	cr_assert_eq(hk_config_guest_memory(&cfg), 2ull << 30);
+}
+
+NODE_TEST(config, disk_defaults)
+{
+	/* The disk comes before any node: its default is still the first
+	 * [node] of the file, not whatever follows it. */
+	int ret = load("[disk d0]\npath = /tmp/d0.img\nsize = 4K\n"
+		       "[node first]\nmemory = 1G\ncontrol = /tmp/a.sock\n"
+		       "[node second]\nmemory = 1G\ncontrol = /tmp/b.sock\n");
+
+	cr_assert_eq(ret, 0, "%s", err);
+	cr_assert(cfg.replicas);
+	cr_assert_eq(cfg.n_disks, 1);
+	cr_assert_str_eq(cfg.disks[0].name, "d0");
+	cr_assert_eq(cfg.disks[0].size, 4096);
+	cr_assert_str_eq(cfg.disks[0].node, "first");
+	cr_assert_eq(cfg.disks[0].queue_depth, 64);
+	cr_assert_eq(cfg.disks[0].direct, HK_DIRECT_AUTO);
+}
+
+NODE_TEST(config, disk_node_may_be_defined_later)
+{
+	int ret = load("[disk d0]\npath = /tmp/d0.img\nsize = 1G\nnode = n2\n" NODE1
+		       "[node n2]\ncontrol = /tmp/n2.sock\n");
+
+	cr_assert_eq(ret, 0, "%s", err);
+	cr_assert_str_eq(cfg.disks[0].node, "n2");
+}
+
+NODE_TEST(config, disk_node_must_exist)
+{
+	/* Reported at the line of the node key, after the whole file is read. */
+	load_fails(NODE1 "[disk d0]\npath = /tmp/d0.img\n\nnode = n9\nsize = 1G\n",
+		   "7: [disk d0] node: no [node n9] in this file");
+	load_fails("[disk d0]\nnode = N1\npath = /a\nsize = 1G\n" NODE1,
+		   "2: [disk d0] node: no [node N1] in this file");
+	load_fails(NODE1 DISK0 "node = n/1\n",
+		   "7: [disk d0] node: bad node name 'n/1' (1-63 of A-Z a-z 0-9 . _ -)");
+	load_fails(NODE1 DISK0 "node =\n",
+		   "7: [disk d0] node: bad node name '' (1-63 of A-Z a-z 0-9 . _ -)");
+	/* A file error (no nodes at all) comes before disk checks. */
+	load_fails(DISK0, "no [node NAME] section; at least one node is required");
+}
+
+NODE_TEST(config, disk_size)
+{
+	load_fails(NODE1 "[disk d0]\npath = /a\nsize = lots\n",
+		   "6: [disk d0] size: bad size 'lots'");
+	load_fails(NODE1 "[disk d0]\npath = /a\nsize =\n", "6: [disk d0] size: bad size ''");
+	load_fails(NODE1 "[disk d0]\npath = /a\nsize = -4K\n", "6: [disk d0] size: bad size '-4K'");
+	load_fails(NODE1 "[disk d0]\npath = /a\nsize = 99999999999T\n",
+		   "6: [disk d0] size: size '99999999999T' is too large");
+	load_fails(
+	    NODE1 "[disk d0]\npath = /a\nsize = 1000\n",
+	    "6: [disk d0] size: 1000 (1000 bytes) is not a multiple of the 4 KiB block size");
+	load_fails(NODE1 "[disk d0]\npath = /a\nsize = 6K\n",
+		   "6: [disk d0] size: 6K (6144 bytes) is not a multiple of the 4 KiB block size");
+	load_fails(NODE1 "[disk d0]\npath = /a\nsize = 0\n",
+		   "6: [disk d0] size: 0 is below the minimum of 4 KiB");
+	load_fails(NODE1 "[disk d0]\npath = /a\nsize = 0G\n",
+		   "6: [disk d0] size: 0G is below the minimum of 4 KiB");
+	load_fails(NODE1 "[disk d0]\npath = /a\nsize = 2P\n",
+		   "6: [disk d0] size: 2P (2251799813685248 bytes) is above the maximum of 1 PiB");
+	/* One block over (it would print as "1 PiB", hence the bytes). */
+	load_fails(NODE1 "[disk d0]\npath = /a\nsize = 1125899906846720\n",
+		   "6: [disk d0] size: 1125899906846720 (1125899906846720 bytes) is above the "
+		   "maximum of 1 PiB");
+	load_fails(NODE1 DISK0 "size = 2G\n", "7: [disk d0] size: set twice (first at line 6)");
+
+	cr_assert_eq(load(NODE1 "[disk d0]\npath = /a\nsize = 1P\n"), 0, "%s", err);
+	cr_assert_eq(cfg.disks[0].size, 1ull << 50);
+	cr_assert_eq(load(NODE1 "[disk d0]\npath = /a\nsize = 1.5 GiB\n"), 0, "%s", err);
+	cr_assert_eq(cfg.disks[0].size, 3ull << 29);
+}
+
+NODE_TEST(config, disk_queue_depth)
+{
+	load_fails(NODE1 DISK0 "queue_depth = 0\n",
+		   "7: [disk d0] queue_depth: '0' is out of range 1..4096");
+	load_fails(NODE1 DISK0 "queue_depth = 4097\n",
+		   "7: [disk d0] queue_depth: '4097' is out of range 1..4096");
+	load_fails(NODE1 DISK0 "queue_depth = 99999999999999999999999\n",
+		   "7: [disk d0] queue_depth: '99999999999999999999999' is out of range 1..4096");
+	load_fails(NODE1 DISK0 "queue_depth = -1\n", "7: [disk d0] queue_depth: bad number '-1'");
+	load_fails(NODE1 DISK0 "queue_depth = 64k\n", "7: [disk d0] queue_depth: bad number '64k'");
+	load_fails(NODE1 DISK0 "queue_depth =\n", "7: [disk d0] queue_depth: bad number ''");
+
+	cr_assert_eq(load(NODE1 DISK0 "queue_depth = 1\n"), 0, "%s", err);
+	cr_assert_eq(cfg.disks[0].queue_depth, 1);
+	cr_assert_eq(load(NODE1 DISK0 "queue_depth = 4096\n"), 0, "%s", err);
+	cr_assert_eq(cfg.disks[0].queue_depth, 4096);
+}
+
+NODE_TEST(config, disk_direct)
+{
+	static const struct {
+		const char *text;
+		enum hk_disk_direct_conf want;
+	} good[] = {
+	    {"auto", HK_DIRECT_AUTO}, {"AUTO", HK_DIRECT_AUTO}, {"on", HK_DIRECT_ON},
+	    {"yes", HK_DIRECT_ON},    {"1", HK_DIRECT_ON},	{"off", HK_DIRECT_OFF},
+	    {"Off", HK_DIRECT_OFF},   {"false", HK_DIRECT_OFF}, {"0", HK_DIRECT_OFF},
+	};
+	char text[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(text, sizeof(text), NODE1 DISK0 "direct = %s\n", good[i].text);
+		cr_assert_eq(load(text), 0, "direct = %s: %s", good[i].text, err);
+		cr_assert_eq(cfg.disks[0].direct, good[i].want, "direct = %s", good[i].text);
+	}
+	load_fails(NODE1 DISK0 "direct = maybe\n",
+		   "7: [disk d0] direct: bad value 'maybe' (want auto, on or off)");
+	load_fails(NODE1 DISK0 "direct =\n",
+		   "7: [disk d0] direct: bad value '' (want auto, on or off)");
+	load_fails(NODE1 DISK0 "direct = o_direct\n",
+		   "7: [disk d0] direct: bad value 'o_direct' (want auto, on or off)");
+}
+
+NODE_TEST(config, guest_replicas)
+{
+	static const char *const on[] = {"on", "true", "yes", "1", "ON", "True"};
+	static const char *const off[] = {"off", "false", "no", "0", "OFF", "No"};
+	char text[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(on) / sizeof(on[0]); i++) {
+		snprintf(text, sizeof(text), "[guest]\nreplicas = %s\n" NODE1, on[i]);
+		cr_assert_eq(load(text), 0, "replicas = %s: %s", on[i], err);
+		cr_assert(cfg.replicas, "replicas = %s", on[i]);
+		snprintf(text, sizeof(text), "[guest]\nreplicas = %s\n" NODE1, off[i]);
+		cr_assert_eq(load(text), 0, "replicas = %s: %s", off[i], err);
+		cr_assert_not(cfg.replicas, "replicas = %s", off[i]);
+	}
+	load_fails("[guest]\nreplicas = 2\n" NODE1,
+		   "2: [guest] replicas: bad value '2' (want on or off)");
+	load_fails("[guest]\nreplicas = auto\n" NODE1,
+		   "2: [guest] replicas: bad value 'auto' (want on or off)");
+	load_fails("[guest]\nreplicas =\n" NODE1,
+		   "2: [guest] replicas: bad value '' (want on or off)");
+	load_fails("[guest]\nreplicas = on\nreplicas = off\n" NODE1,
+		   "3: [guest] replicas: set twice (first at line 2)");
+}
+
+NODE_TEST(config, disk_sections)
+{
+	load_fails(NODE1 "[disk]\npath = /a\nsize = 1G\n",
+		   "4: bad disk name '' in [disk NAME] (1-63 of A-Z a-z 0-9 . _ -)");
+	load_fails(NODE1 "[disk a b]\npath = /a\nsize = 1G\n",
+		   "4: bad disk name 'a b' in [disk NAME] (1-63 of A-Z a-z 0-9 . _ -)");
+	load_fails(NODE1 "[disk -d]\npath = /a\nsize = 1G\n",
+		   "4: bad disk name '-d' in [disk NAME] (1-63 of A-Z a-z 0-9 . _ -)");
+	load_fails(NODE1 DISK0 "[disk d0]\npath = /b\nsize = 1G\n",
+		   "7: duplicate [disk d0] (first at line 4)");
+	/* A disk may share its name with a node. */
+	cr_assert_eq(load(NODE1 "[disk n1]\npath = /a\nsize = 1G\n"), 0, "%s", err);
+	cr_assert_str_eq(cfg.disks[0].name, "n1");
+
+	load_fails(NODE1 "[disk d0]\nsize = 1G\n",
+		   "4: [disk d0] path: missing (the disk's image file or block device)");
+	load_fails(NODE1 "\n[disk d0]\n",
+		   "5: [disk d0] path: missing (the disk's image file or block device)");
+	load_fails(NODE1 "[disk d0]\npath = /a\nqueue_depth = 8\n",
+		   "4: [disk d0] size: missing (bytes the guest sees, a multiple of 4 KiB)");
+	load_fails(NODE1 "[disk d0]\npath =\nsize = 1G\n", "5: [disk d0] path: empty path");
+	load_fails(NODE1 DISK0 "path = /b\n", "7: [disk d0] path: set twice (first at line 5)");
+	load_fails(NODE1 DISK0 "sise = 1G\n", "7: [disk d0] unknown key 'sise'");
+	load_fails(NODE1 DISK0 "memory = 1G\n", "7: [disk d0] unknown key 'memory'");
+	load_fails(NODE1 "[guest]\nqueue_depth = 8\n", "5: [guest] unknown key 'queue_depth'");
+	load_fails(NODE1 "path = /a\n", "4: [node n1] unknown key 'path'");
+
+	/* The first error in the file wins over one found at the end. */
+	load_fails(NODE1 "[disk d0]\n[disk d1]\npath = /a\nsize = 1G\nnode = n9\ndirect = x\n",
+		   "9: [disk d1] direct: bad value 'x' (want auto, on or off)");
+}
+
+NODE_TEST(config, disk_paths_must_differ)
+{
+	static char text[3 * PATH_MAX];
+	char dir[] = "/tmp/hk-conf-dir-XXXXXX";
+	char real[PATH_MAX], path[PATH_MAX + 16];
+	FILE *f;
+	int ret;
+
+	load_fails_with(NODE1 DISK0 "[disk d1]\npath = /tmp/d0.img\nsize = 1G\n",
+			":8: [disk d1] path: '/tmp/d0.img' is already used by [disk d0]");
+
+	/* The same file spelt relative and absolute is the same path. */
+	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_not_null(realpath(dir, real));
+	snprintf(path, sizeof(path), "%s/hk.conf", dir);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	snprintf(text, sizeof(text),
+		 NODE1 "[disk d0]\npath = ./d.img\nsize = 1G\n[disk d1]\npath = %s/d.img\n"
+		       "size = 1G\n",
+		 real);
+	fputs(text, f);
+	fclose(f);
+	ret = hk_config_load(path, &cfg, err, sizeof(err));
+	unlink(path);
+	rmdir(dir);
+	cr_assert_eq(ret, -EINVAL);
+	snprintf(text, sizeof(text),
+		 "%s:8: [disk d1] path: '%s/d.img' is already used by [disk d0]", path, real);
+	cr_assert_str_eq(err, text);
+}
+
+NODE_TEST(config, too_many_disks)
+{
+	char text[4096];
+	size_t off = 0;
+	int i;
+
+	off += (size_t)snprintf(text + off, sizeof(text) - off, NODE1);
+	for (i = 0; i < HK_MAX_DISKS; i++)
+		off += (size_t)snprintf(text + off, sizeof(text) - off,
+					"[disk d%d]\npath = /tmp/d%d.img\nsize = 1G\n", i, i);
+	cr_assert_eq(load(text), 0, "%s", err);
+	cr_assert_eq(cfg.n_disks, HK_MAX_DISKS);
+	cr_assert_str_eq(cfg.disks[HK_MAX_DISKS - 1].name, "d7");
+
+	snprintf(text + off, sizeof(text) - off, "[disk d8]\npath = /tmp/d8.img\nsize = 1G\n");
+	load_fails(text, "28: [disk d8]: more than 8 disks");
+}
+
+NODE_TEST(config, relative_disk_paths_are_from_the_files_folder)
+{
+	char dir[] = "/tmp/hk-conf-dir-XXXXXX";
+	char real[PATH_MAX], path[PATH_MAX + 16], want[PATH_MAX + 32];
+	FILE *f;
+	int ret;
+
+	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_not_null(realpath(dir, real));
+	snprintf(path, sizeof(path), "%s/hk.conf", dir);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs(NODE1 "[disk d0]\npath = d0.img\nsize = 1G\n"
+		    "[disk d1]\npath = ./img/d1.img\nsize = 1G\n"
+		    "[disk d2]\npath = /dev/vdb\nsize = 1G\n",
+	      f);
+	fclose(f);
+
+	/* Loaded by a relative name from the folder, used from elsewhere. */
+	cr_assert_eq(chdir(dir), 0);
+	ret = hk_config_load("hk.conf", &cfg, err, sizeof(err));
+	cr_assert_eq(chdir("/"), 0);
+	unlink(path);
+	rmdir(dir);
+
+	cr_assert_eq(ret, 0, "%s", err);
+	snprintf(want, sizeof(want), "%s/d0.img", real);
+	cr_assert_str_eq(cfg.disks[0].path, want);
+	snprintf(want, sizeof(want), "%s/img/d1.img", real);
+	cr_assert_str_eq(cfg.disks[1].path, want);
+	cr_assert_str_eq(cfg.disks[2].path, "/dev/vdb");
+}
+
+NODE_TEST(config, long_disk_path)
+{
+	static char text[8192];
+	char longp[4200];
+
+	memset(longp, 'p', sizeof(longp) - 1);
+	longp[0] = '/';
+	longp[sizeof(longp) - 1] = '\0';
+	snprintf(text, sizeof(text), NODE1 "[disk d0]\nsize = 1G\npath = %s\n", longp);
+	load_fails_with(text, ":6: [disk d0] path: path '/ppp");
+	load_fails_with(text, "...' is 4199 bytes, the limit is 4095");
+
+	longp[4095] = '\0';
+	snprintf(text, sizeof(text), NODE1 "[disk d0]\nsize = 1G\npath = %s\n", longp);
+	cr_assert_eq(load(text), 0, "%s", err);
+	cr_assert_str_eq(cfg.disks[0].path, longp);
 }

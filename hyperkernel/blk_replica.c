@@ -1,0 +1,238 @@
+/*
+ * The storage-replica rules on virtio-blk requests (storage/replica.h):
+ *
+ *   read D into G   served from a replica of D when every block of the
+ *                   request has one (zero-copy when the replica already is
+ *                   G, as after a guest reboot that re-reads its data set
+ *                   into the same buffers), else read from the disk; G
+ *                   becomes a replica of D when the read completes;
+ *   write G to D    every replica of D is dropped when the write completes,
+ *                   before the guest hears of it, and G becomes one (the
+ *                   write is FUA, so "complete" means durable);
+ *   guest writes G  G is write-protected while it is a replica or is being
+ *                   written out; the fault thread drops G's entry before
+ *                   the write goes through (vm.c installs that hook).
+ *
+ * Pages are faulted in before they are protected: write-protecting a
+ * missing page does nothing, and such a page could then change unseen.
+ *
+ * Known limit: a guest that writes into a read buffer while the device
+ * still owns it (a virtio protocol violation) is not detected during the
+ * transfer itself; pages are protected from completion on.
+ */
+#include <string.h>
+
+#include "blk.h"
+#include "hk_internal.h"
+#include "replica.h"
+
+#define PG HK_PAGE_SIZE
+
+static bool seg_whole_pages(const struct hk_vq_buf *s, uint64_t off)
+{
+	return !(s->gpa % PG) && !(off % PG) && !(s->len % PG);
+}
+
+/* Touch every page so it is present (resolved by the fault thread). */
+static void prefault(const struct hk_blk_req *r)
+{
+	for (unsigned i = 0; i < r->nseg; i++)
+		for (uint64_t o = 0; o < r->seg[i].len; o += PG)
+			(void)*(volatile uint8_t *)((uint8_t *)r->seg[i].hva + o);
+}
+
+/* Pages about to be overwritten by the device: no longer replicas. */
+static void release(struct hk_blk *b, const struct hk_vq_buf *s)
+{
+	struct hk_mem *mem = b->vm->mem;
+	uint64_t first = s->gpa & ~(PG - 1), end = (s->gpa + s->len + PG - 1) & ~(PG - 1);
+
+	for (uint64_t g = first; g < end; g += PG)
+		hk_mem_page_clear(mem, hk_mem_frame(mem, g), HK_PG_REPLICA);
+	hk_mem_protect(mem, first, end - first, false);
+}
+
+/* Protect whole pages of a segment and mark them as replicas-to-be. */
+static void protect(struct hk_blk *b, const struct hk_vq_buf *s)
+{
+	struct hk_mem *mem = b->vm->mem;
+
+	for (uint64_t g = s->gpa; g < s->gpa + s->len; g += PG)
+		hk_mem_page_set(mem, hk_mem_frame(mem, g), HK_PG_REPLICA);
+	hk_mem_protect(mem, s->gpa, s->len, true);
+}
+
+/* After io_end: pages without an entry go back to plain memory. */
+static void settle(struct hk_blk *b, const struct hk_vq_buf *s)
+{
+	struct hk_mem *mem = b->vm->mem;
+	struct hk_replica_extent e;
+
+	for (uint64_t g = s->gpa; g < s->gpa + s->len; g += PG) {
+		if (hk_replica_lookup_gpa(b->replicas, g, &e) == 0)
+			continue;
+		hk_mem_page_clear(mem, hk_mem_frame(mem, g), HK_PG_REPLICA);
+		hk_mem_protect(mem, g, PG, false);
+	}
+}
+
+static void io_begin(struct hk_blk_req *r, unsigned i, uint64_t off, enum hk_replica_io_dir dir)
+{
+	struct hk_blk *b = r->blk;
+
+	r->rio[i] = (struct hk_replica_io){
+		.dir = dir,
+		.gpa = r->seg[i].gpa,
+		.len = r->seg[i].len,
+		.node = b->node_id,
+		.frame = hk_mem_frame(b->vm->mem, r->seg[i].gpa),
+		.disk = b->disk_id,
+		.offset = off,
+	};
+	hk_replica_io_begin(b->replicas, &r->rio[i]);
+	r->rio_on[i] = true;
+}
+
+static void io_end_all(struct hk_blk_req *r, bool ok)
+{
+	struct hk_blk *b = r->blk;
+
+	for (unsigned i = 0; i < r->nseg; i++) {
+		int64_t added;
+
+		if (!r->rio_on[i])
+			continue;
+		/* Protect first: a guest write from here on reaches the fault
+		 * hook, which io_end then sees as a reason not to add. */
+		if (ok && seg_whole_pages(&r->seg[i], r->rio[i].offset))
+			protect(b, &r->seg[i]);
+		added = hk_replica_io_end(b->replicas, &r->rio[i], ok);
+		r->rio_on[i] = false;
+		if (seg_whole_pages(&r->seg[i], r->rio[i].offset) && (added <= 0 || !ok))
+			settle(b, &r->seg[i]);
+	}
+}
+
+struct serve {
+	struct hk_blk *b;
+	const struct hk_vq_buf *seg;
+	uint64_t block0;
+	bool copy;      /* false: only check that every block has a replica */
+	bool need_copy; /* some replica is in another page */
+};
+
+static int serve_run(void *ctx, const struct hk_replica_run *run)
+{
+	struct serve *c = ctx;
+	uint64_t dst = c->seg->gpa + (run->block - c->block0) * PG, n = run->nblocks * PG;
+	void *from, *to;
+
+	if (!run->hit || run->node != c->b->node_id)
+		return 1;
+	if (run->gpa == dst)
+		return 0; /* the page already is the replica */
+	if (!c->copy) {
+		c->need_copy = true;
+		return 0;
+	}
+	from = hk_mem_gpa(c->b->vm->mem, run->gpa, n);
+	to = hk_mem_gpa(c->b->vm->mem, dst, n);
+	if (!from || !to)
+		return 1;
+	/* Under the table's read lock: the source cannot stop being a
+	 * replica while we copy it. */
+	memcpy(to, from, n);
+	return 0;
+}
+
+static int lookup_all(struct hk_blk_req *r, bool copy, bool *need_copy)
+{
+	uint64_t off = r->offset;
+
+	for (unsigned i = 0; i < r->nseg; i++) {
+		struct serve c = {r->blk, &r->seg[i], off / PG, copy, false};
+
+		if (hk_replica_lookup_blocks(r->blk->replicas, r->blk->disk_id, off / PG,
+					     r->seg[i].len / PG, serve_run, &c))
+			return 1;
+		if (c.need_copy)
+			*need_copy = true;
+		off += r->seg[i].len;
+	}
+	return 0;
+}
+
+bool hk_blk_replica_read(struct hk_blk_req *r)
+{
+	struct hk_blk *b = r->blk;
+	bool aligned = b->replicas != NULL, need_copy = false;
+	uint64_t off = r->offset;
+
+	for (unsigned i = 0; i < r->nseg && aligned; i++) {
+		aligned = seg_whole_pages(&r->seg[i], off);
+		off += r->seg[i].len;
+	}
+	if (aligned && lookup_all(r, false, &need_copy) == 0) {
+		if (!need_copy)
+			goto served; /* every page already holds its block */
+		prefault(r);
+		off = r->offset;
+		for (unsigned i = 0; i < r->nseg; i++) {
+			io_begin(r, i, off, HK_REPLICA_IO_READ);
+			release(b, &r->seg[i]);
+			off += r->seg[i].len;
+		}
+		if (lookup_all(r, true, &need_copy) == 0) {
+			io_end_all(r, true);
+			goto served;
+		}
+		/* A replica went away between the two looks: the disk
+		 * finishes the job, and the ios begun above are ended when it
+		 * completes. */
+		goto disk;
+	}
+
+	prefault(r);
+	off = r->offset;
+	for (unsigned i = 0; i < r->nseg; i++) {
+		if (b->replicas)
+			io_begin(r, i, off, HK_REPLICA_IO_READ);
+		release(b, &r->seg[i]);
+		off += r->seg[i].len;
+	}
+disk:
+	atomic_fetch_add(&b->stats.bytes_from_disk, r->len);
+	return false;
+served:
+	atomic_fetch_add(&b->stats.bytes_from_replicas, r->len);
+	return true;
+}
+
+void hk_blk_replica_write(struct hk_blk_req *r)
+{
+	struct hk_blk *b = r->blk;
+	uint64_t off = r->offset;
+
+	atomic_fetch_add(&b->stats.bytes_written, r->len);
+	if (!b->replicas) {
+		/* Nothing is ever a replica, but the blocks may have been
+		 * replicated by an earlier run with the table on. */
+		return;
+	}
+	prefault(r);
+	for (unsigned i = 0; i < r->nseg; i++) {
+		io_begin(r, i, off, HK_REPLICA_IO_WRITE);
+		/* Protected during the write: a guest change reaches the hook
+		 * and io_end will not call the page a copy. */
+		if (seg_whole_pages(&r->seg[i], off))
+			hk_mem_protect(b->vm->mem, r->seg[i].gpa, r->seg[i].len, true);
+		off += r->seg[i].len;
+	}
+	r->io.flags |= HK_DISK_IO_FUA;
+}
+
+void hk_blk_replica_done(struct hk_blk_req *r, bool ok)
+{
+	if (r->blk->replicas)
+		io_end_all(r, ok);
+}

@@ -1,0 +1,70 @@
+/* Internal to node/: hkctl's commands share these. */
+#ifndef HK_HKCTL_H
+#define HK_HKCTL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "node.h"
+
+/* Options that take a value, in the order of hkctl_opt_names[]. */
+enum hkctl_opt {
+	OPT_CONFIG,
+	OPT_NODE,
+	OPT_SOCKET,
+	OPT_KERNEL,
+	OPT_CMDLINE,
+	OPT_TIMEOUT,
+	OPT_DISK,
+	OPT_SIZE,
+	OPT_SEED,
+	OPT_GPA,
+	OPT_LIMIT,
+	OPT_MODE,
+	OPT_DATA_SIZE,
+	OPT_OPS,
+	OPT_MAX,
+};
+
+struct hkctl {
+	const char *val[OPT_MAX]; /* NULL: not given */
+	bool json;
+	bool force;
+	char *words[4];
+	int nwords;
+	char sock[108]; /* the daemon's control socket */
+	const struct hk_config *cfg; /* NULL with --socket */
+};
+
+/* One line on stderr ("hkctl: ..."); returns 1 for `return die(...)`. */
+int hkctl_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* One request, one reply; 0 or 1 after printing the error.  timeout_s 0 = none. */
+int hkctl_call(struct hkctl *c, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse **rsp,
+	       unsigned timeout_s);
+/* Parse option values; 0 or 1 after printing the error. */
+int hkctl_opt_size(struct hkctl *c, enum hkctl_opt o, uint64_t def, uint64_t *out);
+int hkctl_opt_uint(struct hkctl *c, enum hkctl_opt o, uint64_t def, uint64_t max, uint64_t *out);
+int hkctl_opt_seconds(struct hkctl *c, enum hkctl_opt o, double *out, bool *given);
+extern const char *const hkctl_opt_names[OPT_MAX];
+
+const char *hkctl_state_name(Hk__Ctl__GuestState s);
+json_t *hkctl_guest_json(const Hk__Ctl__GuestInfo *g);
+void hkctl_print_json(json_t *j);
+void hkctl_print_guest(const Hk__Ctl__GuestInfo *g);
+
+#define HKCTL_REPLY_TIMEOUT_S 60
+
+/* Commands: 0 on success. */
+int hkctl_status(struct hkctl *c);
+int hkctl_guest_start(struct hkctl *c);
+int hkctl_guest_stop(struct hkctl *c);
+int hkctl_guest_reboot(struct hkctl *c);
+int hkctl_guest_console(struct hkctl *c);
+int hkctl_guest_wait(struct hkctl *c);
+int hkctl_replica_show(struct hkctl *c);
+int hkctl_replica_stats(struct hkctl *c);
+int hkctl_replica_verify(struct hkctl *c);
+int hkctl_disk_mkdata(struct hkctl *c);
+int hkctl_drill_restart(struct hkctl *c);
+
+#endif

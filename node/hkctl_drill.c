@@ -1,0 +1,386 @@
+/*
+ * hkctl drill restart --mode guest: the fast-restart drill, end to end.
+ *
+ *   1. make the kvdb data set on the disk if it is not there;
+ *   2. boot kvdb with the storage-replica table on, let it load, serve
+ *      and write back; note its final state checksum;
+ *   3. reboot the guest: frames holding replicas are kept; kvdb loads
+ *      again and must find exactly the state it left (its "loaded state"
+ *      equals the checksum before the reboot); time the reload;
+ *   4. hkctl replica verify: every replica frame equals its block;
+ *   5. baseline: table off (entries and frames dropped; the disk is
+ *      O_DIRECT, so the data really comes from the disk), reboot, check
+ *      and time again.
+ *
+ * Progress goes to stderr; the result to stdout (human or --json).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hkctl.h"
+
+#define DRILL_STEPS 6
+
+struct run {
+	bool ok;
+	uint64_t loaded_state, final_state;
+	uint64_t load_cycles;
+	double serving_wall_ms; /* host clock: (re)boot request to "kvdb: serving" */
+	uint64_t bytes_from_disk, bytes_from_replicas, tsc_khz, kept_pages;
+	char why[256];
+};
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void progress(struct hkctl *c, int step, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void progress(struct hkctl *c, int step, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "drill [%d/%d] ", step, DRILL_STEPS);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static Hk__Ctl__CtlResponse *request(struct hkctl *c, Hk__Ctl__CtlRequest *req, unsigned tmo)
+{
+	Hk__Ctl__CtlResponse *rsp = NULL;
+
+	return hkctl_call(c, req, &rsp, tmo) ? NULL : rsp;
+}
+
+static Hk__Ctl__CtlResponse *status(struct hkctl *c)
+{
+	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+	Hk__Ctl__StatusRequest sr = HK__CTL__STATUS_REQUEST__INIT;
+
+	req.req_case = HK__CTL__CTL_REQUEST__REQ_STATUS;
+	req.status = &sr;
+	return request(c, &req, HKCTL_REPLY_TIMEOUT_S);
+}
+
+static char *console(struct hkctl *c)
+{
+	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+	Hk__Ctl__GuestConsoleRequest gc = HK__CTL__GUEST_CONSOLE_REQUEST__INIT;
+	Hk__Ctl__CtlResponse *rsp;
+	char *s;
+
+	req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_CONSOLE;
+	req.guest_console = &gc;
+	rsp = request(c, &req, HKCTL_REPLY_TIMEOUT_S);
+	if (!rsp)
+		return NULL;
+	s = strndup((const char *)rsp->console->data.data, rsp->console->data.len);
+	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+	return s;
+}
+
+static int simple(struct hkctl *c, Hk__Ctl__CtlRequest *req)
+{
+	Hk__Ctl__CtlResponse *rsp = request(c, req, HKCTL_REPLY_TIMEOUT_S);
+
+	if (!rsp)
+		return 1;
+	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+	return 0;
+}
+
+static int replica_set(struct hkctl *c, bool enabled, bool clear)
+{
+	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+	Hk__Ctl__ReplicaSetRequest rs = HK__CTL__REPLICA_SET_REQUEST__INIT;
+
+	rs.enabled = enabled;
+	rs.clear = clear;
+	req.req_case = HK__CTL__CTL_REQUEST__REQ_REPLICA_SET;
+	req.replica_set = &rs;
+	return simple(c, &req);
+}
+
+static bool parse_hex(const char *con, const char *prefix, uint64_t *out)
+{
+	const char *p = strstr(con, prefix);
+
+	return p && sscanf(p + strlen(prefix), "%" SCNx64, out) == 1;
+}
+
+/*
+ * Start (cmdline != NULL) or reboot the guest, watch the console until
+ * kvdb serves, wait for it to finish, and collect what the run showed.
+ */
+static int drill_run(struct hkctl *c, const char *cmdline, double timeout_s, struct run *r)
+{
+	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+	Hk__Ctl__GuestStartRequest gs = HK__CTL__GUEST_START_REQUEST__INIT;
+	Hk__Ctl__GuestRebootRequest gr = HK__CTL__GUEST_REBOOT_REQUEST__INIT;
+	Hk__Ctl__GuestWaitRequest gw = HK__CTL__GUEST_WAIT_REQUEST__INIT;
+	Hk__Ctl__CtlResponse *rsp;
+	double t0, deadline;
+	char *con = NULL;
+	const char *p;
+	int state;
+
+	memset(r, 0, sizeof(*r));
+	if (cmdline) {
+		gs.cmdline = (char *)cmdline;
+		req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_START;
+		req.guest_start = &gs;
+	} else {
+		req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_REBOOT;
+		req.guest_reboot = &gr;
+	}
+	t0 = now_ms();
+	if (simple(c, &req))
+		return 1;
+	deadline = t0 + timeout_s * 1e3;
+
+	/* Poll the console for "kvdb: serving": the reload as the host sees it. */
+	while (now_ms() < deadline) {
+		free(con);
+		con = console(c);
+		if (!con)
+			return 1;
+		if (strstr(con, "kvdb: serving")) {
+			r->serving_wall_ms = now_ms() - t0;
+			break;
+		}
+		if (strstr(con, "kvdb: ") && (strstr(con, "corrupt") || strstr(con, "failed")))
+			break;
+		usleep(20000);
+	}
+
+	memset(&req, 0, sizeof(req));
+	hk__ctl__ctl_request__init(&req);
+	gw.timeout_ms = (uint32_t)(deadline > now_ms() ? deadline - now_ms() : 1);
+	req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_WAIT;
+	req.guest_wait = &gw;
+	rsp = request(c, &req, (unsigned)(gw.timeout_ms / 1000) + HKCTL_REPLY_TIMEOUT_S);
+	if (!rsp) {
+		free(con);
+		return 1;
+	}
+	state = rsp->wait->timed_out ? -1 : rsp->wait->guest->exit_status;
+	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+	free(con);
+	con = console(c);
+	if (!con)
+		return 1;
+
+	if (state != 1) {
+		p = strstr(con, "kvdb: ");
+		snprintf(r->why, sizeof(r->why), "kvdb did not finish cleanly (%s); console: %.120s",
+			 state < 0 ? "timed out" : "guest status not 1", p ? p : con);
+	} else if (!parse_hex(con, "kvdb: loaded state 0x", &r->loaded_state) ||
+		   !parse_hex(con, "kvdb checksum 0x", &r->final_state) ||
+		   !(p = strstr(con, "kvdb: loaded ")) ||
+		   sscanf(p, "kvdb: loaded %*u records in %" SCNu64, &r->load_cycles) != 1) {
+		snprintf(r->why, sizeof(r->why), "kvdb output not understood");
+	} else {
+		r->ok = true;
+	}
+	free(con);
+
+	rsp = status(c);
+	if (!rsp)
+		return 1;
+	r->bytes_from_disk = rsp->status->bytes_from_disk;
+	r->bytes_from_replicas = rsp->status->bytes_from_replicas;
+	r->tsc_khz = rsp->status->tsc_khz;
+	r->kept_pages = rsp->status->kept_pages;
+	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+	return 0;
+}
+
+static double cycles_ms(const struct run *r)
+{
+	return r->tsc_khz ? (double)r->load_cycles / (double)r->tsc_khz : 0;
+}
+
+int hkctl_drill_restart(struct hkctl *c)
+{
+	const char *mode = c->val[OPT_MODE] ? c->val[OPT_MODE] : "guest";
+	uint64_t size, seed, ops, disk_index = 0;
+	Hk__Ctl__CtlResponse *st;
+	const char *disk = c->val[OPT_DISK];
+	struct run first, again, base;
+	double timeout;
+	bool has_timeout, verified;
+	uint64_t checked = 0, mismatches = 0;
+	char cmdline[128], b1[32];
+	int ret = 1;
+
+	if (strcmp(mode, "guest"))
+		return hkctl_die("drill restart: mode '%s' is not built yet (have: guest)", mode);
+	if (hkctl_opt_size(c, OPT_DATA_SIZE, 512ull << 20, &size) ||
+	    hkctl_opt_uint(c, OPT_SEED, 1, UINT64_MAX, &seed) ||
+	    hkctl_opt_uint(c, OPT_OPS, 10000, 100000000, &ops) ||
+	    hkctl_opt_seconds(c, OPT_TIMEOUT, &timeout, &has_timeout))
+		return 1;
+	if (!has_timeout)
+		timeout = 1800;
+
+	st = status(c);
+	if (!st)
+		return 1;
+	if (!st->status->n_disks) {
+		hk__ctl__ctl_response__free_unpacked(st, NULL);
+		return hkctl_die("drill restart: node %s serves no disk ([disk NAME] in the config)",
+				 c->sock);
+	}
+	for (size_t i = 0; i < st->status->n_disks; i++)
+		if (disk && !strcmp(disk, st->status->disks[i]->name))
+			disk_index = i;
+	if (disk && strcmp(disk, st->status->disks[disk_index]->name)) {
+		hk__ctl__ctl_response__free_unpacked(st, NULL);
+		return hkctl_die("drill restart: this node serves no disk '%s'", disk);
+	}
+	disk = strdup(st->status->disks[disk_index]->name);
+	bool direct = st->status->disks[disk_index]->direct;
+	bool running = st->status->guest && st->status->guest->state == HK__CTL__GUEST_STATE__GUEST_RUNNING;
+
+	hk__ctl__ctl_response__free_unpacked(st, NULL);
+	if (running) {
+		Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+		Hk__Ctl__GuestStopRequest gst = HK__CTL__GUEST_STOP_REQUEST__INIT;
+
+		fprintf(stderr, "drill: stopping the running guest\n");
+		req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_STOP;
+		req.guest_stop = &gst;
+		if (simple(c, &req))
+			goto out;
+	}
+
+	progress(c, 1, "data set: %s on disk %s (seed %" PRIu64 ")",
+		 hk_format_size(size, b1, sizeof(b1)), disk, seed);
+	{
+		Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+		Hk__Ctl__DiskMkdataRequest mk = HK__CTL__DISK_MKDATA_REQUEST__INIT;
+		Hk__Ctl__CtlResponse *rsp;
+
+		mk.disk = (char *)disk;
+		mk.size = size;
+		mk.seed = seed;
+		req.req_case = HK__CTL__CTL_REQUEST__REQ_DISK_MKDATA;
+		req.disk_mkdata = &mk;
+		rsp = request(c, &req, 3600);
+		if (!rsp)
+			goto out;
+		fprintf(stderr, "      %" PRIu64 " records%s\n", rsp->disk_mkdata->records,
+			rsp->disk_mkdata->reused ? ", already there" : ", written");
+		hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+	}
+
+	snprintf(cmdline, sizeof(cmdline), "kvdb disk=%" PRIu64 " ops=%" PRIu64 " seed=%" PRIu64,
+		 disk_index, ops, seed);
+	progress(c, 2, "boot kvdb with the replica table on: first load from disk");
+	if (replica_set(c, true, true) || drill_run(c, cmdline, timeout, &first))
+		goto out;
+	if (!first.ok) {
+		ret = hkctl_die("drill restart: first boot: %s", first.why);
+		goto out;
+	}
+	fprintf(stderr, "      loaded in %.0f ms, state after serving 0x%016" PRIx64 "\n",
+		cycles_ms(&first), first.final_state);
+
+	progress(c, 3, "guest reboot, replica frames kept: reload");
+	if (drill_run(c, NULL, timeout, &again))
+		goto out;
+	if (!again.ok) {
+		ret = hkctl_die("drill restart: after reboot: %s", again.why);
+		goto out;
+	}
+	fprintf(stderr, "      %" PRIu64 " frames kept; reloaded in %.0f ms; %s from disk, ",
+		again.kept_pages, cycles_ms(&again),
+		hk_format_size(again.bytes_from_disk, b1, sizeof(b1)));
+	fprintf(stderr, "%s from replicas\n",
+		hk_format_size(again.bytes_from_replicas, b1, sizeof(b1)));
+
+	progress(c, 4, "replica verify: every replica frame against its block");
+	{
+		Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+		Hk__Ctl__ReplicaVerifyRequest rv = HK__CTL__REPLICA_VERIFY_REQUEST__INIT;
+		Hk__Ctl__CtlResponse *rsp;
+
+		req.req_case = HK__CTL__CTL_REQUEST__REQ_REPLICA_VERIFY;
+		req.replica_verify = &rv;
+		rsp = request(c, &req, 3600);
+		if (!rsp)
+			goto out;
+		checked = rsp->replica_verify->checked;
+		mismatches = rsp->replica_verify->mismatches;
+		hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+		fprintf(stderr, "      %" PRIu64 " pages checked, %" PRIu64 " mismatches\n", checked,
+			mismatches);
+	}
+
+	progress(c, 5, "baseline: table off, reboot, reload from disk%s",
+		 direct ? " (O_DIRECT)" : " (page cache: NOT bypassed)");
+	if (replica_set(c, false, true) || drill_run(c, NULL, timeout, &base))
+		goto out;
+	if (!base.ok) {
+		ret = hkctl_die("drill restart: baseline: %s", base.why);
+		goto out;
+	}
+	fprintf(stderr, "      reloaded in %.0f ms; %s from disk\n", cycles_ms(&base),
+		hk_format_size(base.bytes_from_disk, b1, sizeof(b1)));
+
+	progress(c, 6, "table back on");
+	if (replica_set(c, true, false))
+		goto out;
+
+	verified = again.loaded_state == first.final_state &&
+		   base.loaded_state == again.final_state && mismatches == 0;
+	if (c->json) {
+		json_t *j = json_pack(
+			"{s:s, s:s, s:I, s:f, s:f, s:f, s:I, s:I, s:I, s:b}", "mode", mode, "disk", disk,
+			"data_size", (json_int_t)size, "reload_ms", cycles_ms(&again),
+			"baseline_reload_ms", cycles_ms(&base), "speedup",
+			cycles_ms(&again) > 0 ? cycles_ms(&base) / cycles_ms(&again) : 0.0,
+			"bytes_from_disk", (json_int_t)again.bytes_from_disk, "bytes_from_replicas",
+			(json_int_t)again.bytes_from_replicas, "baseline_bytes_from_disk",
+			(json_int_t)base.bytes_from_disk, "verified", verified);
+
+		json_object_set_new(j, "reboot_to_serving_ms", json_real(again.serving_wall_ms));
+		json_object_set_new(j, "baseline_reboot_to_serving_ms",
+				    json_real(base.serving_wall_ms));
+		json_object_set_new(j, "kept_pages", json_integer((json_int_t)again.kept_pages));
+		json_object_set_new(j, "replica_verify",
+				    json_pack("{s:I, s:I}", "checked", (json_int_t)checked,
+					      "mismatches", (json_int_t)mismatches));
+		json_object_set_new(j, "tsc_khz", json_integer((json_int_t)again.tsc_khz));
+		json_object_set_new(j, "o_direct", json_boolean(direct));
+		hkctl_print_json(j);
+	} else {
+		printf("drill restart --mode guest: %s\n", verified ? "verified" : "NOT VERIFIED");
+		printf("  reload with replicas  %.0f ms (%s from disk, %s from replicas)\n",
+		       cycles_ms(&again), hk_format_size(again.bytes_from_disk, b1, sizeof(b1)),
+		       hk_format_size(again.bytes_from_replicas, cmdline, sizeof(cmdline)));
+		printf("  baseline reload       %.0f ms (%s from disk)\n", cycles_ms(&base),
+		       hk_format_size(base.bytes_from_disk, b1, sizeof(b1)));
+		if (cycles_ms(&again) > 0)
+			printf("  speedup               %.1fx\n", cycles_ms(&base) / cycles_ms(&again));
+		printf("  replica verify        %" PRIu64 " pages, %" PRIu64 " mismatches\n", checked,
+		       mismatches);
+	}
+	ret = verified ? 0 : hkctl_die("drill restart: the guest's state changed across the restart");
+out:
+	free((char *)disk);
+	return ret;
+}
