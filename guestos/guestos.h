@@ -208,6 +208,9 @@ extern const struct workload workload_memtest;
 extern const struct workload workload_hello;
 extern const struct workload workload_fault;
 extern const struct workload workload_kvdb;
+extern const struct workload workload_blkstress;
+extern const struct workload workload_blkbad;
+extern const struct workload workload_blkbench;
 
 void smp_barrier(void);
 NORETURN void task_main(unsigned cpu);
@@ -349,6 +352,49 @@ int vblk_sync(struct vblk *d, enum vblk_type type, uint64_t sector, void *buf, u
 uint64_t vblk_notifies(const struct vblk *d);
 uint64_t vblk_requests(const struct vblk *d);
 const char *vblk_status_name(unsigned status);
+
+/*
+ * For tests only (blkbad, blkstress): requests vblk_submit() would refuse
+ * (sub-block transfers, scattered buffers, malformed chains), sent as
+ * given; vblk_poll() returns their completions like any other. A device
+ * in NEEDS_RESET (vblk_device_status() & 0x40) answers nothing until
+ * vblk_reset().
+ */
+#define VBLK_RAW_MAX_SEGS     32
+#define VBLK_RAW_HDR_WRITABLE 1u /* header descriptor marked device-writable */
+#define VBLK_RAW_HDR_SHORT    2u /* header descriptor of 8 bytes instead of 16 */
+#define VBLK_STATUS_NEEDS_RESET 0x40u
+
+struct vblk_seg {
+	uint64_t addr; /* guest-physical, unchecked */
+	uint32_t len;
+	bool dev_writes; /* VIRTQ_DESC_F_WRITE */
+};
+
+bool vblk_can_submit_raw(const struct vblk *d, unsigned nseg);
+int vblk_submit_raw(struct vblk *d, uint32_t type, uint64_t sector, const struct vblk_seg *seg,
+		    unsigned nseg, unsigned flags, uint64_t cookie);
+uint32_t vblk_device_status(const struct vblk *d);
+int vblk_reset(struct vblk *d);
+
+/* ---- blktest.c: helpers shared by the disk workloads (blktest.c, blkbench.c) -- */
+
+/* disk=N and the virtio windows of the command line, for vblk_open(). */
+struct blk_target {
+	uint64_t disk;
+	unsigned nr_windows;
+	struct virtio_mmio_window windows[VIRTIO_MMIO_MAX];
+};
+
+void blk_target_init(struct blk_target *t, const struct cmdline *cl);
+/* Opens the disk and prints one line describing it; NULL after one line. */
+struct vblk *blk_target_open(const struct blk_target *t, const char *who);
+/*
+ * bytes of RAM in one usable range, at the lowest 2 MiB boundary >= 64 MiB
+ * (above any guestos image; the same address on every boot), or NULL.
+ */
+void *blk_ram_place(uint64_t bytes);
+uint64_t blk_mix64(uint64_t z);
 
 #endif /* !__ASSEMBLER__ */
 #endif /* GUESTOS_H */

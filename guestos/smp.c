@@ -48,6 +48,9 @@ static const struct workload *const workloads[] = {
     &workload_hello,
     &workload_fault,
     &workload_kvdb,
+    &workload_blkstress,
+    &workload_blkbad,
+    &workload_blkbench,
 };
 
 #define NR_WORKLOADS (sizeof(workloads) / sizeof(workloads[0]))

@@ -64,6 +64,7 @@ struct vblk_slot {
 	struct vblk_hdr hdr;	 /* device-readable */
 	volatile uint8_t status; /* device-writable */
 	bool busy;
+	uint8_t span; /* slots the request occupies (vblk_submit_raw); 0: not a head */
 	uint8_t type;
 	uint32_t len;
 	uint32_t writable; /* bytes of the chain the device may write */
@@ -76,7 +77,8 @@ struct vblk {
 	struct vblk_info info;
 	unsigned dps;	    /* descriptors per slot: header + segments + status */
 	uint32_t seg_bytes; /* largest data segment */
-	unsigned inflight;
+	unsigned inflight;   /* requests */
+	unsigned slots_used; /* slots they occupy (raw requests may take several) */
 	unsigned next_free;
 	unsigned idle_polls;
 	uint64_t last_progress; /* tsc of the last submission into an idle queue or completion */
@@ -233,7 +235,7 @@ const struct vblk_info *vblk_info(const struct vblk *d)
 
 bool vblk_can_submit(const struct vblk *d)
 {
-	return !d->broken && d->inflight < d->info.slots;
+	return !d->broken && d->slots_used < d->info.slots;
 }
 
 unsigned vblk_inflight(const struct vblk *d)
@@ -320,7 +322,7 @@ int vblk_submit(struct vblk *d, enum vblk_type type, uint64_t sector, void *buf,
 	struct vblk_slot *s;
 	unsigned slot, head, n = 0;
 
-	if (!why && d->inflight == d->info.slots)
+	if (!why && d->slots_used == d->info.slots)
 		why = "queue full";
 	if (why) {
 		printk("virtio-blk 0x%lx: %s of %u bytes at sector %lu refused: %s\n", d->info.base,
@@ -334,6 +336,7 @@ int vblk_submit(struct vblk *d, enum vblk_type type, uint64_t sector, void *buf,
 	s->hdr = (struct vblk_hdr){.type = type, .sector = type == VBLK_T_FLUSH ? 0 : sector};
 	s->status = VBLK_STATUS_UNSET;
 	s->busy = true;
+	s->span = 1;
 	s->type = (uint8_t)type;
 	s->len = len;
 	s->writable = (dev_writes ? len : 0) + 1;
@@ -365,6 +368,7 @@ int vblk_submit(struct vblk *d, enum vblk_type type, uint64_t sector, void *buf,
 	};
 	if (d->inflight++ == 0)
 		d->last_progress = rdtsc();
+	d->slots_used++;
 	d->requests++;
 	virtq_publish(&d->vq, (uint16_t)head);
 	return 0;
@@ -400,7 +404,7 @@ int vblk_poll(struct vblk *d, struct vblk_done *done, unsigned max)
 		if (r == 0)
 			break;
 		if (e.id >= d->info.slots * d->dps || e.id % d->dps ||
-		    !d->slots[e.id / d->dps].busy)
+		    !d->slots[e.id / d->dps].busy || !d->slots[e.id / d->dps].span)
 			return broken(d, "used entry names descriptor %u, not a request in flight",
 				      e.id);
 		s = &d->slots[e.id / d->dps];
@@ -417,7 +421,10 @@ int vblk_poll(struct vblk *d, struct vblk_done *done, unsigned max)
 		    .sector = s->hdr.sector,
 		    .len = s->len,
 		};
-		s->busy = false;
+		d->slots_used -= s->span;
+		for (unsigned i = s->span; i-- > 0;)
+			s[i].busy = false;
+		s->span = 0;
 		d->inflight--;
 		d->last_progress = rdtsc();
 	}
@@ -446,4 +453,131 @@ int vblk_sync(struct vblk *d, enum vblk_type type, uint64_t sector, void *buf, u
 	while ((n = vblk_poll(d, &done, 1)) == 0)
 		cpu_relax();
 	return n < 0 ? -1 : (int)done.status;
+}
+
+/* ---- for tests: requests the checks above would refuse ------------------ */
+
+static unsigned raw_span(const struct vblk *d, unsigned nseg)
+{
+	return (nseg + 2 + d->dps - 1) / d->dps;
+}
+
+/* First of `span` adjacent free slots (no wrap), or -1. */
+static int raw_find(const struct vblk *d, unsigned span)
+{
+	for (unsigned i = 0; i < d->info.slots; i++) {
+		unsigned first = (d->next_free + i) % d->info.slots, j;
+
+		if (first + span > d->info.slots)
+			continue;
+		for (j = 0; j < span && !d->slots[first + j].busy; j++)
+			;
+		if (j == span)
+			return (int)first;
+	}
+	return -1;
+}
+
+bool vblk_can_submit_raw(const struct vblk *d, unsigned nseg)
+{
+	return !d->broken && nseg <= VBLK_RAW_MAX_SEGS && raw_span(d, nseg) <= d->info.slots &&
+	       raw_find(d, raw_span(d, nseg)) >= 0;
+}
+
+/*
+ * Queues one request built exactly as described, without any of
+ * vblk_submit()'s checks on the type, sector, lengths, alignment or
+ * addresses: the device has to cope (blkbad, and blkstress's sub-block
+ * requests). The header and status byte are the driver's own; the data
+ * buffers are seg[0..nseg), in chain order, each device-writable or not as
+ * it says. A chain takes as many adjacent slots as its descriptors need.
+ * Completions come through vblk_poll(), whose checks all still apply.
+ * 0, or -1 after one line (no room: see vblk_can_submit_raw()).
+ */
+int vblk_submit_raw(struct vblk *d, uint32_t type, uint64_t sector, const struct vblk_seg *seg,
+		    unsigned nseg, unsigned flags, uint64_t cookie)
+{
+	struct virtq_desc *desc = d->vq.mem->desc;
+	unsigned span, head, n = 0;
+	uint64_t writable = 1, len = 0;
+	struct vblk_slot *s;
+	int first;
+
+	if (d->broken || nseg > VBLK_RAW_MAX_SEGS || raw_span(d, nseg) > d->info.slots ||
+	    (first = raw_find(d, raw_span(d, nseg))) < 0) {
+		printk("virtio-blk 0x%lx: raw request of %u segments refused: %s\n", d->info.base,
+		       nseg, d->broken ? "device is broken" : "no room");
+		return -1;
+	}
+	span = raw_span(d, nseg);
+	for (unsigned i = 0; i < nseg; i++) {
+		len += seg[i].len;
+		writable += seg[i].dev_writes ? seg[i].len : 0;
+	}
+	s = &d->slots[first];
+	for (unsigned i = 1; i < span; i++) {
+		s[i].busy = true;
+		s[i].span = 0;
+	}
+	s->hdr = (struct vblk_hdr){.type = type, .sector = sector};
+	s->status = VBLK_STATUS_UNSET;
+	s->busy = true;
+	s->span = (uint8_t)span;
+	s->type = (uint8_t)type;
+	s->len = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+	s->writable = writable > UINT32_MAX ? UINT32_MAX : (uint32_t)writable;
+	s->cookie = cookie;
+	d->next_free = (first + span) % d->info.slots;
+
+	head = (unsigned)first * d->dps;
+	desc[head] = (struct virtq_desc){
+	    .addr = (uint64_t)(uintptr_t)&s->hdr,
+	    .len = flags & VBLK_RAW_HDR_SHORT ? 8 : sizeof(s->hdr),
+	    .flags = VIRTQ_DESC_F_NEXT | (flags & VBLK_RAW_HDR_WRITABLE ? VIRTQ_DESC_F_WRITE : 0),
+	    .next = (uint16_t)(head + 1),
+	};
+	for (unsigned i = 0; i < nseg; i++) {
+		n++;
+		desc[head + n] = (struct virtq_desc){
+		    .addr = seg[i].addr,
+		    .len = seg[i].len,
+		    .flags = VIRTQ_DESC_F_NEXT | (seg[i].dev_writes ? VIRTQ_DESC_F_WRITE : 0),
+		    .next = (uint16_t)(head + n + 1),
+		};
+	}
+	n++;
+	desc[head + n] = (struct virtq_desc){
+	    .addr = (uint64_t)(uintptr_t)&s->status,
+	    .len = 1,
+	    .flags = VIRTQ_DESC_F_WRITE,
+	};
+	if (d->inflight++ == 0)
+		d->last_progress = rdtsc();
+	d->slots_used += span;
+	d->requests++;
+	virtq_publish(&d->vq, (uint16_t)head);
+	return 0;
+}
+
+/* The device status register (one exit): VIRTIO_STATUS_NEEDS_RESET is 0x40. */
+uint32_t vblk_device_status(const struct vblk *d)
+{
+	return virtio_mmio_status(&d->vm);
+}
+
+/*
+ * Resets the device and sets it up again on the same rings, forgetting every
+ * request in flight (the device returns none of them after a reset). For a
+ * device in NEEDS_RESET, or one the driver gave up on. 0, or -1 after one line.
+ */
+int vblk_reset(struct vblk *d)
+{
+	struct virtq_mem *mem = d->vq.mem;
+	struct virtio_mmio vm = d->vm;
+	uint64_t requests = d->requests;
+
+	memset(d, 0, sizeof(*d));
+	d->vm = vm;
+	d->requests = requests;
+	return setup(d, mem);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../guestos/kvdb_format.h"
 #include "daemon.h"
@@ -24,11 +25,15 @@ int hk_daemon_open_disks(struct hk_daemon *d, char *err, size_t errlen)
 			.direct = c->direct == HK_DIRECT_ON    ? HK_DISK_DIRECT_ON
 				  : c->direct == HK_DIRECT_OFF ? HK_DISK_DIRECT_OFF
 							       : HK_DISK_DIRECT_AUTO,
-			.create = true,
 		};
 		struct hk_daemon_disk *dd;
+		struct stat st;
 		int ret;
 
+		/* A missing file is made (sparse, preallocated); an existing one
+		 * shorter than configured is an error, never silently grown:
+		 * it is probably not the disk the config means. */
+		dc.create = stat(c->path, &st) != 0 && errno == ENOENT;
 		if (strcmp(c->node, d->node->name))
 			continue; /* another node serves it */
 		dd = &d->disks[d->n_disks];

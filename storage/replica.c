@@ -346,7 +346,8 @@ static bool already(const struct hk_replica *t, uint64_t gfn, uint16_t node, uin
 static void insert_run(struct hk_replica *t, uint64_t gfn, uint16_t node, uint64_t frame,
 		       uint64_t bkey, uint64_t n)
 {
-	struct ext nx = {.gfn = gfn, .frame = frame, .bkey = bkey, .npages = (uint32_t)n, .node = node};
+	struct ext nx = {
+	    .gfn = gfn, .frame = frame, .bkey = bkey, .npages = (uint32_t)n, .node = node};
 	uint32_t l = gfn ? gpa_covering(t, gfn - 1) : 0;
 	uint32_t r = gpa_ceil(t, gfn + n);
 	bool ml = l && mergeable(E(t, l), &nx);
@@ -598,7 +599,8 @@ int64_t hk_replica_foreach(struct hk_replica *t, const struct hk_replica_filter 
 	if (f->gpa_end) {
 		uint64_t dummy;
 
-		replica_gfn_outward(f->gpa_start, f->gpa_end > f->gpa_start ? f->gpa_end - f->gpa_start : 0,
+		replica_gfn_outward(f->gpa_start,
+				    f->gpa_end > f->gpa_start ? f->gpa_end - f->gpa_start : 0,
 				    &dummy, &hi);
 	}
 	rdlock(t);
@@ -690,12 +692,13 @@ static int walk(struct walk *w, int tr, uint32_t n, int depth)
 	/* in order: keys strictly increase */
 	if (w->prev) {
 		const struct ext *P = E(t, w->prev);
-		bool ok = tr == T_GPA ? ext_end(P) <= N->gfn
-				      : (P->bkey < N->bkey || (P->bkey == N->bkey && P->gfn < N->gfn));
+		bool ok = tr == T_GPA
+			      ? ext_end(P) <= N->gfn
+			      : (P->bkey < N->bkey || (P->bkey == N->bkey && P->gfn < N->gfn));
 
 		if (!ok) {
-			snprintf(w->err, w->errlen, "tree %d: slot %u out of order after %u%s", tr, n,
-				 w->prev, tr == T_GPA ? " (or GPA overlap)" : "");
+			snprintf(w->err, w->errlen, "tree %d: slot %u out of order after %u%s", tr,
+				 n, w->prev, tr == T_GPA ? " (or GPA overlap)" : "");
 			return -EUCLEAN;
 		}
 		if (tr == T_GPA && mergeable(P, N)) {
@@ -762,8 +765,9 @@ int hk_replica_check(struct hk_replica *t, char *err, size_t errlen)
 		if (ret)
 			goto out;
 		if (w.nodes != t->used - 1u || w.pages != t->pages) {
-			snprintf(err, errlen, "tree %d: %llu extents / %llu pages, table says %u / %llu",
-				 tr, (unsigned long long)w.nodes, (unsigned long long)w.pages,
+			snprintf(err, errlen,
+				 "tree %d: %llu extents / %llu pages, table says %u / %llu", tr,
+				 (unsigned long long)w.nodes, (unsigned long long)w.pages,
 				 t->used - 1, (unsigned long long)t->pages);
 			ret = -EUCLEAN;
 			goto out;

@@ -49,25 +49,25 @@ struct hk_replica;
 
 /* One extent as callers see it. */
 struct hk_replica_extent {
-	uint64_t gpa;    /* first page, 4 KiB aligned */
-	uint64_t frame;  /* frame number of that page on node */
-	uint64_t block;  /* its block on disk, 4 KiB units */
+	uint64_t gpa;	 /* first page, 4 KiB aligned */
+	uint64_t frame;	 /* frame number of that page on node */
+	uint64_t block;	 /* its block on disk, 4 KiB units */
 	uint64_t npages; /* pages (= frames = blocks) in the run */
 	uint16_t node;
 	uint16_t disk;
 };
 
 struct hk_replica_stats {
-	uint64_t entries;        /* pages that have an entry */
-	uint64_t extents;        /* records holding them */
-	uint64_t bytes_covered;  /* entries * 4 KiB */
+	uint64_t entries;	 /* pages that have an entry */
+	uint64_t extents;	 /* records holding them */
+	uint64_t bytes_covered;	 /* entries * 4 KiB */
 	uint64_t metadata_bytes; /* heap the table holds, slack included */
-	uint64_t hits;           /* blocks lookup_blocks found a replica for */
-	uint64_t misses;         /* blocks it reported as to be read from disk */
-	uint64_t invalidations;  /* pages that lost their entry (drops, replacement, node loss) */
-	uint64_t overdrops;      /* of those, pages dropped beyond the request: no memory to split */
-	uint64_t adds;           /* pages passed to successful adds */
-	uint64_t stale_adds;     /* pages an I/O completion did not add: it raced a change */
+	uint64_t hits;		 /* blocks lookup_blocks found a replica for */
+	uint64_t misses;	 /* blocks it reported as to be read from disk */
+	uint64_t invalidations;	 /* pages that lost their entry (drops, replacement, node loss) */
+	uint64_t overdrops;  /* of those, pages dropped beyond the request: no memory to split */
+	uint64_t adds;	     /* pages passed to successful adds */
+	uint64_t stale_adds; /* pages an I/O completion did not add: it raced a change */
 };
 
 /* Returns 0 or -ENOMEM. */
@@ -154,11 +154,11 @@ int hk_replica_lookup_gpa(struct hk_replica *t, uint64_t gpa, struct hk_replica_
  * replicate a block, the one covering the longest run is reported.
  */
 struct hk_replica_run {
-	uint64_t block;   /* first block of the run */
+	uint64_t block;	  /* first block of the run */
 	uint64_t nblocks; /* >= 1 */
 	bool hit;
-	uint16_t node;  /* hit only */
-	uint64_t gpa;   /* hit only: page holding `block` */
+	uint16_t node;	/* hit only */
+	uint64_t gpa;	/* hit only: page holding `block` */
 	uint64_t frame; /* hit only: frame holding `block` */
 };
 
@@ -186,7 +186,7 @@ struct hk_replica_filter {
 	uint16_t node;
 	uint64_t gpa_start; /* bytes: extents overlapping [gpa_start, gpa_end) */
 	uint64_t gpa_end;   /* 0: no upper bound */
-	uint64_t limit;     /* at most this many extents; 0: no limit */
+	uint64_t limit;	    /* at most this many extents; 0: no limit */
 };
 
 typedef int (*hk_replica_extent_fn)(void *ctx, const struct hk_replica_extent *e);
@@ -227,22 +227,22 @@ void hk_replica_get_stats(struct hk_replica *t, struct hk_replica_stats *st);
  * write-protect the pages before submitting so a guest write during the
  * I/O reaches hk_replica_drop_gpa.  Skipping an entry is always safe.
  */
-#define HK_REPLICA_IO_HISTORY  4096u
+#define HK_REPLICA_IO_HISTORY 4096u
 /* Reads in flight per table with their own pin; one more gets no entry and,
  * until it ends, no add anywhere succeeds. */
 #define HK_REPLICA_IO_INFLIGHT 1024u
 
 enum hk_replica_io_dir {
-	HK_REPLICA_IO_READ = 0,  /* disk -> guest pages */
+	HK_REPLICA_IO_READ = 0,	 /* disk -> guest pages */
 	HK_REPLICA_IO_WRITE = 1, /* guest pages -> disk */
 };
 
 struct hk_replica_io {
 	enum hk_replica_io_dir dir;
-	uint64_t gpa;    /* guest buffer, bytes, any alignment */
-	uint64_t len;    /* bytes */
-	uint16_t node;   /* node holding the buffer's frames */
-	uint64_t frame;  /* frame of the page containing gpa; contiguous after */
+	uint64_t gpa;	/* guest buffer, bytes, any alignment */
+	uint64_t len;	/* bytes */
+	uint16_t node;	/* node holding the buffer's frames */
+	uint64_t frame; /* frame of the page containing gpa; contiguous after */
 	uint16_t disk;
 	uint64_t offset; /* disk bytes */
 	uint64_t ticket; /* set by io_begin; opaque */

@@ -20,11 +20,11 @@
  * and a run never crosses into the next disk (block + npages <= 2^48).
  */
 struct ext {
-	uint64_t gfn;     /* gpa >> 12 */
-	uint64_t frame;   /* frame of the first page on node */
-	uint64_t bkey;    /* disk << 48 | block */
-	uint64_t bmax;    /* block tree: max(bkey + npages) over this subtree */
-	uint32_t npages;  /* 1 .. EXT_MAX_PAGES */
+	uint64_t gfn;	    /* gpa >> 12 */
+	uint64_t frame;	    /* frame of the first page on node */
+	uint64_t bkey;	    /* disk << 48 | block */
+	uint64_t bmax;	    /* block tree: max(bkey + npages) over this subtree */
+	uint32_t npages;    /* 1 .. EXT_MAX_PAGES */
 	uint32_t kid[2][2]; /* [tree][0 left, 1 right]; 0 = none */
 	uint16_t node;
 	uint8_t h[2]; /* AVL height per tree; 1 for a leaf */
@@ -46,7 +46,7 @@ enum { T_GPA = 0, T_BLK = 1 };
 enum ev_kind { EV_GPA = 1, EV_BLK, EV_NODE, EV_ALL };
 struct ev {
 	uint64_t lo, hi; /* [lo, hi) in gfn (EV_GPA) or bkey (EV_BLK) units */
-	uint16_t node;   /* EV_NODE */
+	uint16_t node;	 /* EV_NODE */
 	uint8_t kind;
 };
 
@@ -61,7 +61,7 @@ struct hk_replica {
 
 	struct ext **chunks;
 	uint32_t nchunks, chunks_cap;
-	uint32_t used;       /* slots in use, slot 0 included: extents = used - 1 */
+	uint32_t used;	     /* slots in use, slot 0 included: extents = used - 1 */
 	uint32_t slot_limit; /* test hook: reservations beyond fail as -ENOMEM */
 	uint32_t root[2];
 	uint64_t pages; /* sum of npages */

@@ -99,7 +99,8 @@ uint64_t hk_replica_io_begin(struct hk_replica *t, struct hk_replica_io *io)
 		dropped = replica_drop_range(t, lo, hi);
 		io->ticket = t->ev_seq << 1;
 		if (t->npins < HK_REPLICA_IO_INFLIGHT) {
-			t->pins[t->npins++] = (struct pin){.lo = lo, .hi = hi, .ticket = io->ticket};
+			t->pins[t->npins++] =
+			    (struct pin){.lo = lo, .hi = hi, .ticket = io->ticket};
 		} else {
 			io->ticket |= TICKET_DOOMED;
 			t->unpinned++;

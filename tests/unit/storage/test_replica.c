@@ -6,7 +6,7 @@
  */
 #include "test_replica.h"
 
-#define G(p) ((uint64_t)(p) * PG) /* page number -> GPA */
+#define G(p) ((uint64_t)(p)*PG) /* page number -> GPA */
 
 /* ---- the empty table --------------------------------------------------------- */
 
@@ -200,10 +200,10 @@ RT_TEST(replica, drop_accepts_ranges_over_parts_of_extents)
 	/* three extents: [0,10) [20,30) [40,50) */
 	for (unsigned i = 0; i < 3; i++)
 		cr_assert_eq(hk_replica_add(t, G(i * 20), 0, i * 1000, 0, i * 1000, 10), 0);
-	cr_assert_eq(hk_replica_drop_gpa(t, G(0), 3), 3);      /* head */
-	cr_assert_eq(hk_replica_drop_gpa(t, G(8), 14), 4);     /* tail of 1st, head of 2nd */
-	cr_assert_eq(hk_replica_drop_gpa(t, G(25), 100), 15);  /* tail of 2nd, all of 3rd */
-	cr_assert_eq(hk_replica_drop_gpa(t, G(60), 100), 0);   /* nothing there */
+	cr_assert_eq(hk_replica_drop_gpa(t, G(0), 3), 3);     /* head */
+	cr_assert_eq(hk_replica_drop_gpa(t, G(8), 14), 4);    /* tail of 1st, head of 2nd */
+	cr_assert_eq(hk_replica_drop_gpa(t, G(25), 100), 15); /* tail of 2nd, all of 3rd */
+	cr_assert_eq(hk_replica_drop_gpa(t, G(60), 100), 0);  /* nothing there */
 	cr_assert_eq(rt_stats(t).entries, 5 + 3);
 	rt_expect_page(t, G(3), 0, 3, 0, 3);
 	rt_expect_page(t, G(7), 0, 7, 0, 7);
@@ -237,8 +237,8 @@ RT_TEST(replica, adding_a_page_again_replaces_its_old_block)
 	struct hk_replica *t = rt_new();
 	struct rt_runs *rs;
 
-	cr_assert_eq(hk_replica_add(t, G(7), 0, 7, 1, 100, 1), 0);  /* (G, D1) */
-	cr_assert_eq(hk_replica_add(t, G(7), 0, 7, 1, 200, 1), 0);  /* (G, D2) */
+	cr_assert_eq(hk_replica_add(t, G(7), 0, 7, 1, 100, 1), 0); /* (G, D1) */
+	cr_assert_eq(hk_replica_add(t, G(7), 0, 7, 1, 200, 1), 0); /* (G, D2) */
 	rt_expect_page(t, G(7), 0, 7, 1, 200);
 	rs = rt_lookup(t, 1, 100, 1);
 	cr_assert_not(rs->r[0].hit, "page 7 no longer holds block 100");
@@ -336,10 +336,10 @@ RT_TEST(replica, lookup_blocks_tiles_the_range_with_hits_and_misses)
 	struct rt_runs *rs;
 	struct hk_replica_stats st;
 
-	cr_assert_eq(hk_replica_add(t, G(300), 4, 8300, 1, 10, 5), 0);  /* blocks 10-14 */
-	cr_assert_eq(hk_replica_add(t, G(600), 6, 8600, 1, 15, 3), 0);  /* blocks 15-17 */
+	cr_assert_eq(hk_replica_add(t, G(300), 4, 8300, 1, 10, 5), 0);	/* blocks 10-14 */
+	cr_assert_eq(hk_replica_add(t, G(600), 6, 8600, 1, 15, 3), 0);	/* blocks 15-17 */
 	cr_assert_eq(hk_replica_add(t, G(700), 4, 8700, 1, 30, 10), 0); /* blocks 30-39 */
-	rs = rt_lookup(t, 1, 8, 30); /* blocks 8..37 */
+	rs = rt_lookup(t, 1, 8, 30);					/* blocks 8..37 */
 	cr_assert_eq(rs->n, 5);
 	cr_assert(!rs->r[0].hit && rs->r[0].block == 8 && rs->r[0].nblocks == 2);
 	cr_assert(rs->r[1].hit && rs->r[1].block == 10 && rs->r[1].nblocks == 5);
@@ -366,9 +366,9 @@ RT_TEST(replica, lookup_blocks_prefers_the_longest_replica_and_can_stop)
 	struct hk_replica *t = rt_new();
 	struct rt_runs rs = {.stop_after = 1};
 
-	cr_assert_eq(hk_replica_add(t, G(10), 0, 10, 0, 100, 2), 0);  /* 100-101 */
-	cr_assert_eq(hk_replica_add(t, G(50), 1, 50, 0, 99, 10), 0);  /* 99-108 */
-	cr_assert_eq(hk_replica_add(t, G(90), 2, 90, 0, 100, 4), 0);  /* 100-103 */
+	cr_assert_eq(hk_replica_add(t, G(10), 0, 10, 0, 100, 2), 0); /* 100-101 */
+	cr_assert_eq(hk_replica_add(t, G(50), 1, 50, 0, 99, 10), 0); /* 99-108 */
+	cr_assert_eq(hk_replica_add(t, G(90), 2, 90, 0, 100, 4), 0); /* 100-103 */
 	cr_assert_eq(hk_replica_lookup_blocks(t, 0, 100, 20, rt_run_cb, &rs), 7);
 	cr_assert_eq(rs.n, 1);
 	cr_assert(rs.r[0].hit && rs.r[0].gpa == G(51) && rs.r[0].nblocks == 9);
@@ -422,8 +422,8 @@ RT_TEST(replica, foreach_by_disk_in_block_order)
 	cr_assert_eq(xs->e[0].block, 100);
 	cr_assert_eq(xs->e[1].block, 500);
 	cr_assert_eq(rt_list(t, &(struct hk_replica_filter){.by_disk = true, .disk = 7})->n, 0);
-	xs = rt_list(t, &(struct hk_replica_filter){.by_disk = true, .disk = 1, .by_node = true,
-						    .node = 0});
+	xs = rt_list(
+	    t, &(struct hk_replica_filter){.by_disk = true, .disk = 1, .by_node = true, .node = 0});
 	cr_assert_eq(xs->n, 1);
 	cr_assert_eq(xs->e[0].gpa, G(0));
 	rt_done(t);
@@ -664,7 +664,7 @@ static void same_dump(const struct dump *a, const struct dump *b)
 		const struct hk_replica_extent *x = &a->e[i], *y = &b->e[i];
 
 		cr_assert(x->gpa == y->gpa && x->frame == y->frame && x->block == y->block &&
-			  x->npages == y->npages && x->node == y->node && x->disk == y->disk,
+			      x->npages == y->npages && x->node == y->node && x->disk == y->disk,
 			  "extent %u changed", i);
 	}
 }

@@ -12,7 +12,7 @@
 
 #include "test_replica.h"
 
-#define G(p) ((uint64_t)(p) * PG)
+#define G(p) ((uint64_t)(p)*PG)
 
 static struct hk_replica_io rd(uint64_t page, uint64_t npages, uint16_t disk, uint64_t block)
 {
@@ -66,10 +66,10 @@ RT_TEST(replica_io, unrelated_changes_do_not_spoil_a_read)
 	struct hk_replica_io io = rd(10, 4, 2, 500);
 
 	hk_replica_io_begin(t, &io);
-	hk_replica_drop_gpa(t, G(14), 10);      /* next pages */
-	hk_replica_drop_blocks(t, 2, 504, 10);  /* next blocks */
-	hk_replica_drop_blocks(t, 3, 500, 4);   /* same blocks, other disk */
-	hk_replica_drop_node(t, 2);             /* other node */
+	hk_replica_drop_gpa(t, G(14), 10);			      /* next pages */
+	hk_replica_drop_blocks(t, 2, 504, 10);			      /* next blocks */
+	hk_replica_drop_blocks(t, 3, 500, 4);			      /* same blocks, other disk */
+	hk_replica_drop_node(t, 2);				      /* other node */
 	cr_assert_eq(hk_replica_add(t, G(50), 1, 150, 2, 500, 4), 0); /* same blocks elsewhere */
 	cr_assert_eq(hk_replica_io_end(t, &io, true), 4);
 	rt_done(t);
@@ -368,8 +368,8 @@ RT_TEST(replica_io, bad_ranges)
  * write-protection a real integrator arms before submitting (a store
  * after that faults into drop_gpa).
  */
-#define CP 64
-#define CB 64
+#define CP    64
+#define CB    64
 #define ITERS 4000
 
 static struct {
@@ -413,9 +413,13 @@ static void *reader_io(void *arg)
 	uint64_t s = (uintptr_t)arg;
 
 	for (int i = 0; i < ITERS; i++) {
-		uint64_t n = 1 + xrand(&s) % 4, p = xrand(&s) % (CP - n + 1), b = xrand(&s) % (CB - n + 1);
-		struct hk_replica_io io = {.dir = HK_REPLICA_IO_READ, .gpa = G(p), .len = n * PG,
-					   .frame = p, .offset = b * PG};
+		uint64_t n = 1 + xrand(&s) % 4, p = xrand(&s) % (CP - n + 1),
+			 b = xrand(&s) % (CB - n + 1);
+		struct hk_replica_io io = {.dir = HK_REPLICA_IO_READ,
+					   .gpa = G(p),
+					   .len = n * PG,
+					   .frame = p,
+					   .offset = b * PG};
 		int64_t ret;
 
 		begin_wp(&io);
@@ -435,9 +439,13 @@ static void *writer_io(void *arg)
 	uint64_t s = (uintptr_t)arg;
 
 	for (int i = 0; i < ITERS; i++) {
-		uint64_t n = 1 + xrand(&s) % 4, p = xrand(&s) % (CP - n + 1), b = xrand(&s) % (CB - n + 1);
-		struct hk_replica_io io = {.dir = HK_REPLICA_IO_WRITE, .gpa = G(p), .len = n * PG,
-					   .frame = p, .offset = b * PG};
+		uint64_t n = 1 + xrand(&s) % 4, p = xrand(&s) % (CP - n + 1),
+			 b = xrand(&s) % (CB - n + 1);
+		struct hk_replica_io io = {.dir = HK_REPLICA_IO_WRITE,
+					   .gpa = G(p),
+					   .len = n * PG,
+					   .frame = p,
+					   .offset = b * PG};
 		int64_t ret;
 
 		begin_wp(&io);
@@ -502,7 +510,8 @@ static int check_run_cb(void *ctx, const struct hk_replica_run *r)
 		}
 		atomic_fetch_add(&S.checked, 1);
 		if (pv != bv && !atomic_fetch_add(&S.stale, 1))
-			snprintf(S.why, sizeof(S.why), "page %llu holds %llu, block %llu holds %llu",
+			snprintf(S.why, sizeof(S.why),
+				 "page %llu holds %llu, block %llu holds %llu",
 				 (unsigned long long)p, (unsigned long long)pv,
 				 (unsigned long long)b, (unsigned long long)bv);
 	}
@@ -525,16 +534,16 @@ static void *looker(void *arg)
 static int final_cb(void *ctx, const struct hk_replica_extent *e)
 {
 	for (uint64_t i = 0; i < e->npages; i++)
-		cr_expect_eq(S.pg[e->gpa / PG + i], S.blk[e->block + i],
-			     "at rest: page %llu vs block %llu",
-			     (unsigned long long)(e->gpa / PG + i), (unsigned long long)(e->block + i));
+		cr_expect_eq(
+		    S.pg[e->gpa / PG + i], S.blk[e->block + i], "at rest: page %llu vs block %llu",
+		    (unsigned long long)(e->gpa / PG + i), (unsigned long long)(e->block + i));
 	return 0;
 }
 
 RT_TEST(replica_io, threads_never_see_a_stale_replica)
 {
 	void *(*fns[])(void *) = {reader_io, reader_io, writer_io, writer_io,
-				  guest,     foreign,   looker,    looker};
+				  guest,     foreign,	looker,	   looker};
 	pthread_t th[8];
 
 	memset(&S, 0, sizeof(S));
@@ -547,8 +556,8 @@ RT_TEST(replica_io, threads_never_see_a_stale_replica)
 	for (int i = 0; i < CB; i++)
 		S.blk[i] = S.next++;
 	for (int i = 0; i < 8; i++)
-		cr_assert_eq(pthread_create(&th[i], NULL, fns[i], (void *)(uintptr_t)(i * 7919 + 1)),
-			     0);
+		cr_assert_eq(
+		    pthread_create(&th[i], NULL, fns[i], (void *)(uintptr_t)(i * 7919 + 1)), 0);
 	for (int i = 0; i < 8; i++)
 		pthread_join(th[i], NULL);
 	cr_log_info("threads: %llu replica blocks checked, %llu skipped (write in flight), "

@@ -44,9 +44,9 @@ struct aio {
 };
 
 enum mode {
-	EXACT,  /* synchronous I/O only: the entries are predictable */
+	EXACT,	/* synchronous I/O only: the entries are predictable */
 	SAFETY, /* everything, I/O in flight too; half of it in a hot spot */
-	RACES,  /* mostly I/O in flight, all in a 16-page, 16-block spot */
+	RACES,	/* mostly I/O in flight, all in a 16-page, 16-block spot */
 };
 
 struct model {
@@ -93,7 +93,8 @@ static uint64_t frame_of(uint64_t p)
 }
 
 #define MFAIL(m, ...)                                                                              \
-	cr_assert_fail("seed %" PRIu64 " op %lu: %s", (m)->seed, (m)->op, (msg_(__VA_ARGS__), msgbuf))
+	cr_assert_fail("seed %" PRIu64 " op %lu: %s", (m)->seed, (m)->op,                          \
+		       (msg_(__VA_ARGS__), msgbuf))
 
 static char msgbuf[256];
 __attribute__((format(printf, 1, 2))) static void msg_(const char *fmt, ...)
@@ -136,7 +137,8 @@ static void check_copy(struct model *m, uint64_t page, uint16_t node, uint64_t f
 	if (unsettled(m, d, b))
 		return;
 	if (m->pg[page] != m->blk[d][b])
-		MFAIL(m, "%s: STALE replica: page %" PRIu64 " holds %" PRIu64 ", block %d:%" PRIu64
+		MFAIL(m,
+		      "%s: STALE replica: page %" PRIu64 " holds %" PRIu64 ", block %d:%" PRIu64
 		      " holds %" PRIu64,
 		      via, page, m->pg[page], d, b, m->blk[d][b]);
 }
@@ -182,8 +184,9 @@ static int lookup_cb(void *ctx, const struct hk_replica_run *r)
 			MFAIL(m, "lookup %d:%" PRIu64 ": table says %s, model %s", lc->d, b,
 			      r->hit ? "hit" : "miss", want ? "hit" : "miss");
 		if (r->hit && (m->ed[r->gpa / PG + i] != lc->d || m->eb[r->gpa / PG + i] != (int)b))
-			MFAIL(m, "lookup %d:%" PRIu64 ": served from page %" PRIu64
-				 " which the model says holds something else",
+			MFAIL(m,
+			      "lookup %d:%" PRIu64 ": served from page %" PRIu64
+			      " which the model says holds something else",
 			      lc->d, b, (uint64_t)(r->gpa / PG + i));
 	}
 	return 0;
@@ -212,11 +215,11 @@ static void check_page(struct model *m, uint64_t p)
 	if (!m->exact)
 		return;
 	if ((ret == 0) != (m->ed[p] >= 0))
-		MFAIL(m, "page %" PRIu64 ": table %s an entry, model %s", p,
-		      ret ? "has no" : "has", m->ed[p] >= 0 ? "has one" : "has none");
+		MFAIL(m, "page %" PRIu64 ": table %s an entry, model %s", p, ret ? "has no" : "has",
+		      m->ed[p] >= 0 ? "has one" : "has none");
 	if (ret == 0 && (e.disk != m->ed[p] || e.block + (p - e.gpa / PG) != (uint64_t)m->eb[p]))
-		MFAIL(m, "page %" PRIu64 ": table says block %u:%" PRIu64 ", model %d:%d", p, e.disk,
-		      e.block + (p - e.gpa / PG), m->ed[p], m->eb[p]);
+		MFAIL(m, "page %" PRIu64 ": table says block %u:%" PRIu64 ", model %d:%d", p,
+		      e.disk, e.block + (p - e.gpa / PG), m->ed[p], m->eb[p]);
 }
 
 static void check_all(struct model *m)
@@ -659,9 +662,9 @@ static void run(enum mode mode, uint64_t seed, unsigned long ops)
 		if (m->op % 512 == 0)
 			check_all(m);
 	}
-	cr_log_info("model %s seed %" PRIu64 ": %lu ops, %" PRIu64 " replica pages checked, %" PRIu64
-		    " blocks served from replicas, %" PRIu64 " I/Os added entries, %" PRIu64
-		    " refused as raced",
+	cr_log_info("model %s seed %" PRIu64 ": %lu ops, %" PRIu64
+		    " replica pages checked, %" PRIu64 " blocks served from replicas, %" PRIu64
+		    " I/Os added entries, %" PRIu64 " refused as raced",
 		    mode_name[mode], seed, ops, m->checked_pages, m->hit_blocks, m->added,
 		    m->refused);
 	cr_assert_gt(m->hit_blocks, ops / (mode == RACES ? 200 : 50),

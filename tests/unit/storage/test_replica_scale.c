@@ -52,7 +52,8 @@ RT_TEST(replica_scale, sequential_gib_in_mib_chunks)
 	cr_assert_leq(st.extents, 4);
 	cr_assert_eq(st.bytes_covered, GIB);
 	cr_log_info("sequential 1 GiB as 1024 x 1 MiB adds: %" PRIu64 " extent(s), %.1f us; "
-		    "metadata %" PRIu64 " B (%" PRIu64 " B for the empty table: the slab's first chunk, "
+		    "metadata %" PRIu64 " B (%" PRIu64
+		    " B for the empty table: the slab's first chunk, "
 		    "the I/O history and pins)",
 		    st.extents, (now_s() - t0) * 1e6, st.metadata_bytes, empty);
 	rt_done(t);
@@ -72,7 +73,8 @@ RT_TEST(replica_scale, sequential_tib)
 		uint64_t stripe = i / 2;
 
 		cr_assert_eq(hk_replica_add(t, i * (1 << 20), (uint16_t)(stripe % 4),
-					    stripe * 1000000 + (i % 2) * chunk, 2, i * chunk, chunk),
+					    stripe * 1000000 + (i % 2) * chunk, 2, i * chunk,
+					    chunk),
 			     0);
 	}
 	rate("1 TiB as 1 MiB adds, 2 MiB stripes", n, now_s() - t0);
@@ -121,7 +123,8 @@ RT_TEST(replica_scale, million_random_pages)
 		uint64_t gfn = (i * 0x9e3779b1ull) & (SPACE - 1), r = mix(i);
 
 		cr_assert_eq(hk_replica_add(t, gfn * PG, (uint16_t)(r & 3), mix(r) & 0xffffffff,
-					    (uint16_t)((r >> 2) & 3), (r >> 8) & ((1ull << 30) - 1), 1),
+					    (uint16_t)((r >> 2) & 3), (r >> 8) & ((1ull << 30) - 1),
+					    1),
 			     0);
 	}
 	cr_log_info("1M random 4 KiB entries:");
@@ -131,9 +134,8 @@ RT_TEST(replica_scale, million_random_pages)
 	cr_assert_geq(st.extents, N - N / 1000, "random pages should almost never merge");
 	cr_log_info("  %" PRIu64 " extents: metadata %" PRIu64 " B, %.1f B/extent beyond the "
 		    "empty table (record: %zu B); malloc's own count grew by %zu B",
-		    st.extents, st.metadata_bytes,
-		    (double)(st.metadata_bytes - empty) / st.extents, sizeof(struct ext),
-		    m1.uordblks + m1.hblkhd - m0.uordblks - m0.hblkhd);
+		    st.extents, st.metadata_bytes, (double)(st.metadata_bytes - empty) / st.extents,
+		    sizeof(struct ext), m1.uordblks + m1.hblkhd - m0.uordblks - m0.hblkhd);
 	cr_log_info("  random 4 KiB pattern: %.2f MiB of metadata per GiB covered (%.2f%%)",
 		    (double)st.metadata_bytes / (st.bytes_covered / (double)GIB) / 1048576.0,
 		    100.0 * st.metadata_bytes / st.bytes_covered);
