@@ -106,6 +106,8 @@ struct hk_virtio_dev {
 	uint64_t driver_features;
 	uint32_t queue_sel;
 	_Atomic uint32_t generation; /* bumped on reset: stale completions drop */
+	/* Set from the notify path without the lock; reads of Status see it. */
+	_Atomic bool broken;
 	struct hk_virtqueue vq[HK_VQ_MAX_QUEUES];
 	_Atomic uint64_t bad_requests;
 };
@@ -116,7 +118,8 @@ int hk_virtio_mmio_add(struct hk_vm *vm, const struct hk_virtio_ops *ops, void *
 void hk_virtio_mmio_free(struct hk_virtio_dev *d);
 /* " virtio_mmio.device=4K@0x...:5" words for the kernel command line */
 int hk_virtio_mmio_cmdline(const struct hk_virtio_dev *d, char *buf, size_t len);
-/* Mark the device broken (a descriptor we cannot even answer). */
+/* Mark the device broken (a descriptor we cannot even answer); any thread,
+ * lock held or not: Status reads NEEDS_RESET until the driver resets. */
 void hk_virtio_needs_reset(struct hk_virtio_dev *d, const char *why);
 
 /* virtqueue.c */

@@ -59,7 +59,7 @@ void hk_virtio_needs_reset(struct hk_virtio_dev *d, const char *why)
 {
 	fprintf(stderr, "hyperkernel: %s at 0x%llx: %s; device needs reset\n", d->ops->name,
 		(unsigned long long)d->base, why);
-	d->status |= VIRTIO_STATUS_NEEDS_RESET;
+	atomic_store(&d->broken, true);
 }
 
 static void virtio_reset(struct hk_virtio_dev *d)
@@ -68,6 +68,7 @@ static void virtio_reset(struct hk_virtio_dev *d)
 	if (d->ops->reset)
 		d->ops->reset(d);
 	d->status = 0;
+	atomic_store(&d->broken, false);
 	d->driver_features = 0;
 	d->dev_features_sel = d->drv_features_sel = d->queue_sel = 0;
 	for (unsigned i = 0; i < HK_VQ_MAX_QUEUES; i++) {
@@ -131,7 +132,7 @@ static uint32_t reg_read(struct hk_virtio_dev *d, uint64_t off)
 	case REG_INT_STATUS:
 		return 0;
 	case REG_STATUS:
-		return d->status;
+		return d->status | (atomic_load(&d->broken) ? VIRTIO_STATUS_NEEDS_RESET : 0);
 	case REG_CONFIG_GEN:
 		return 0; /* config never changes under the driver */
 	default:
@@ -195,8 +196,7 @@ static void reg_write(struct hk_virtio_dev *d, uint64_t off, uint32_t v)
 		break;
 	case REG_QUEUE_NOTIFY:
 		if (v < HK_VQ_MAX_QUEUES && d->vq[v].ready &&
-		    (d->status & VIRTIO_STATUS_DRIVER_OK) &&
-		    !(d->status & VIRTIO_STATUS_NEEDS_RESET)) {
+		    (d->status & VIRTIO_STATUS_DRIVER_OK) && !atomic_load(&d->broken)) {
 			pthread_mutex_unlock(&d->lock);
 			d->ops->notify(d, v);
 			pthread_mutex_lock(&d->lock);
@@ -213,7 +213,7 @@ static void reg_write(struct hk_virtio_dev *d, uint64_t off, uint32_t v)
 		if ((v & VIRTIO_STATUS_FEATURES_OK) &&
 		    !(d->driver_features & (1ull << VIRTIO_F_VERSION_1)))
 			v &= ~VIRTIO_STATUS_FEATURES_OK;
-		d->status = v | (d->status & VIRTIO_STATUS_NEEDS_RESET);
+		d->status = v & ~VIRTIO_STATUS_NEEDS_RESET;
 		break;
 	default:
 		break;

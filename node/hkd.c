@@ -25,7 +25,7 @@ static void usage(FILE *f)
 		"usage: hkd --config FILE --node NAME\n"
 		"       hkd run --kernel FILE [--cmdline STR] [--memory SIZE] [--vcpus N]\n"
 		"               [--timeout SECONDS] [--fault-window SIZE] [--disk FILE]...\n"
-		"               [--replicas on|off]\n"
+		"               [--replicas on|off] [--stats]\n"
 		"\n"
 		"hkd run boots a PVH kernel, prints its serial console on stdout and exits\n"
 		"with the guest's debug-exit status ((v << 1) | 1), or 2 on a start-up error,\n"
@@ -68,6 +68,7 @@ static int cmd_run(int argc, char **argv)
 		{"fault-window", required_argument, NULL, 'w'},
 		{"disk", required_argument, NULL, 'd'},
 		{"replicas", required_argument, NULL, 'r'},
+		{"stats", no_argument, NULL, 's'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -76,7 +77,7 @@ static int cmd_run(int argc, char **argv)
 	const char *disk_paths[HK_VM_MAX_DISKS];
 	struct hk_vm_disk disks[HK_VM_MAX_DISKS] = {0};
 	unsigned n_disks = 0;
-	bool replicas = true;
+	bool replicas = true, stats = false;
 	struct hk_replica *table = NULL;
 	struct hk_vm_result r;
 	struct hk_vm *vm = NULL;
@@ -117,6 +118,9 @@ static int cmd_run(int argc, char **argv)
 				return RUN_ERROR;
 			}
 			replicas = !strcmp(optarg, "on");
+			break;
+		case 's':
+			stats = true;
 			break;
 		case 'v':
 			if (parse_uint("--vcpus", optarg, HK_MAX_VCPUS, &v))
@@ -173,6 +177,21 @@ static int cmd_run(int argc, char **argv)
 		goto out;
 	}
 	ret = hk_vm_wait(vm, timeout ? (int)(timeout * 1000) : -1, &r);
+	if (stats) {
+		struct hk_vm_stats st;
+
+		/* Before the stop: the TSC rate is read from a live vCPU. */
+		hk_vm_get_stats(vm, &st);
+		fprintf(stderr,
+			"hkd: stats tsc_khz=%llu runtime_ms=%llu vcpu_exits=%llu uffd_faults=%llu "
+			"resident_pages=%llu wp_faults=%llu bytes_from_disk=%llu "
+			"bytes_from_replicas=%llu bytes_written=%llu bad_requests=%llu\n",
+			(unsigned long long)hk_vm_tsc_khz(vm), (unsigned long long)(r.runtime_ns / 1000000),
+			(unsigned long long)st.vcpu_exits, (unsigned long long)st.mem.faults,
+			(unsigned long long)st.mem.resident_pages, (unsigned long long)st.mem.wp_faults,
+			(unsigned long long)st.bytes_from_disk, (unsigned long long)st.bytes_from_replicas,
+			(unsigned long long)st.bytes_written, (unsigned long long)st.bad_requests);
+	}
 	hk_vm_stop(vm, "hkd run finished");
 	if (ret == -ETIMEDOUT) {
 		fprintf(stderr, "hkd: guest still running after %lu s, stopped\n", timeout);
