@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -44,19 +45,32 @@ int hk_run(char *const argv[], int timeout_s, struct hk_proc_result *r)
 	struct rusage ru;
 	double deadline = now_s() + timeout_s;
 	int st = 0;
-	pid_t pid;
+	pid_t parent = getpid(), pid;
 
 	memset(r, 0, sizeof(*r));
-	if (!fo || !fe)
+	if (!fo || !fe) {
+		if (fo)
+			fclose(fo);
+		if (fe)
+			fclose(fe);
 		return -1;
+	}
 	pid = fork();
+	if (pid < 0) {
+		fclose(fo);
+		fclose(fe);
+		return -1;
+	}
 	if (pid == 0) {
 		int devnull = open("/dev/null", O_RDONLY);
 
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127); /* the parent is already gone */
 		dup2(devnull, 0);
 		dup2(fileno(fo), 1);
 		dup2(fileno(fe), 2);
-		execv(argv[0], argv);
+		execvp(argv[0], argv);
 		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
@@ -195,4 +209,87 @@ int hk_lines(const char *s)
 	for (; *s; s++)
 		n += *s == '\n';
 	return n;
+}
+
+const char *hk_line_with(const char *s, const char *prefix, char *buf, size_t size)
+{
+	size_t plen = strlen(prefix);
+
+	for (const char *p = s; *p;) {
+		size_t n = strcspn(p, "\n");
+
+		if (strncmp(p, prefix, plen) == 0) {
+			snprintf(buf, size, "%.*s", (int)n, p);
+			return buf;
+		}
+		p += n + (p[n] == '\n');
+	}
+	buf[0] = '\0';
+	return buf;
+}
+
+bool hk_in_path(const char *prog)
+{
+	const char *path = getenv("PATH");
+	char buf[4096];
+
+	while (path && *path) {
+		size_t n = strcspn(path, ":");
+		int len = snprintf(buf, sizeof(buf), "%.*s/%s", (int)n, path, prog);
+
+		if (n && len > 0 && (size_t)len < sizeof(buf) && access(buf, X_OK) == 0)
+			return true;
+		path += n + (path[n] == ':');
+	}
+	return false;
+}
+
+bool hk_fixture_init(struct hk_daemon_fixture *fx, const char *tag)
+{
+	memset(fx, 0, sizeof(*fx));
+	hk_build_path("node/hkd", fx->hkd, sizeof(fx->hkd));
+	hk_build_path("node/hkctl", fx->hkctl, sizeof(fx->hkctl));
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/hk-%s-XXXXXX", tag);
+	if (!mkdtemp(fx->dir)) {
+		fx->dir[0] = '\0'; /* nothing for cleanup to remove */
+		return false;
+	}
+	snprintf(fx->conf, sizeof(fx->conf), "%s/hk.conf", fx->dir);
+	snprintf(fx->sock, sizeof(fx->sock), "%s/n1.sock", fx->dir);
+	snprintf(fx->log, sizeof(fx->log), "%s/n1.log", fx->dir);
+	return true;
+}
+
+bool hk_fixture_start(struct hk_daemon_fixture *fx)
+{
+	char *argv[] = {fx->hkd, "--config", fx->conf, "--node", "n1", NULL};
+
+	fx->pid = hk_spawn(argv, fx->log);
+	if (fx->pid > 0 && hk_wait_socket(fx->sock, 20))
+		return true;
+	hk_fixture_stop(fx);
+	return false;
+}
+
+int hk_fixture_stop(struct hk_daemon_fixture *fx)
+{
+	int st = -1;
+
+	if (fx->pid > 0)
+		st = hk_stop(fx->pid, 10);
+	fx->pid = 0;
+	return st;
+}
+
+void hk_fixture_cleanup(struct hk_daemon_fixture *fx)
+{
+	char cmd[256];
+
+	hk_fixture_stop(fx);
+	if (!fx->dir[0])
+		return;
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", fx->dir);
+	if (system(cmd))
+		fprintf(stderr, "cannot remove %s\n", fx->dir);
+	fx->dir[0] = '\0';
 }

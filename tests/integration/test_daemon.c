@@ -4,9 +4,11 @@
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -16,48 +18,31 @@
 #include "hyperkernel.h"
 #include "node.h"
 
-static char hkd[4096], hkctl[4096], dir[64], conf[128], sock[100], logpath[128];
-static pid_t daemon_pid;
+static struct hk_daemon_fixture fx;
 
 static void write_config(const char *extra_guest)
 {
-	FILE *f = fopen(conf, "w");
+	FILE *f = fopen(fx.conf, "w");
 
 	cr_assert_not_null(f);
 	fprintf(f,
 		"[cluster]\nname = testc\n\n"
 		"[guest]\nkernel = %s\ncmdline = memtest size=64M\nmemory = 1G\nvcpus = 2\n%s\n"
 		"[node n1]\naddress = 127.0.0.1:17001\nmemory = 1G\ncontrol = %s\n",
-		getenv("HK_GUESTOS"), extra_guest, sock);
+		getenv("HK_GUESTOS"), extra_guest, fx.sock);
 	fclose(f);
 }
 
 static void setup(void)
 {
-	hk_build_path("node/hkd", hkd, sizeof(hkd));
-	hk_build_path("node/hkctl", hkctl, sizeof(hkctl));
-	snprintf(dir, sizeof(dir), "/tmp/hk-daemon-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(conf, sizeof(conf), "%s/hk.conf", dir);
-	snprintf(sock, sizeof(sock), "%s/n1.sock", dir);
-	snprintf(logpath, sizeof(logpath), "%s/n1.log", dir);
+	cr_assert(hk_fixture_init(&fx, "daemon"), "mkdtemp: %s", strerror(errno));
 	write_config("");
-	char *argv[] = {hkd, "--config", conf, "--node", "n1", NULL};
-
-	daemon_pid = hk_spawn(argv, logpath);
-	cr_assert(hk_wait_socket(sock, 20), "hkd did not open %s", sock);
+	cr_assert(hk_fixture_start(&fx), "hkd did not open %s", fx.sock);
 }
 
 static void teardown(void)
 {
-	char cmd[256];
-
-	if (daemon_pid > 0)
-		hk_stop(daemon_pid, 10);
-	daemon_pid = 0;
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd))
-		fprintf(stderr, "cannot remove %s\n", dir);
+	hk_fixture_cleanup(&fx);
 }
 
 TestSuite(daemon, .init = setup, .fini = teardown);
@@ -65,7 +50,7 @@ TestSuite(daemon, .init = setup, .fini = teardown);
 static void ctl(struct hk_proc_result *r, const char *a1, const char *a2, const char *a3,
 		const char *a4)
 {
-	char *argv[10] = {hkctl, "--config", conf};
+	char *argv[10] = {fx.hkctl, "--config", fx.conf};
 	int n = 3;
 
 	for (const char *a[] = {a1, a2, a3, a4}, **p = a; p < a + 4; p++)
@@ -88,7 +73,7 @@ Test(daemon, socket_is_private)
 {
 	struct stat st;
 
-	cr_assert_eq(stat(sock, &st), 0);
+	cr_assert_eq(stat(fx.sock, &st), 0);
 	cr_assert(S_ISSOCK(st.st_mode));
 	cr_assert_eq(st.st_mode & 0777, 0600, "mode %o", st.st_mode & 0777);
 }
@@ -132,7 +117,7 @@ Test(daemon, one_gib_length_prefix_is_refused_and_daemon_survives)
 	uint32_t len = htonl(1u << 30);
 	Hk__Ctl__CtlResponse *rsp = NULL;
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fx.sock);
 	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	cr_assert_eq(write(fd, &len, 4), 4);
 	cr_assert_eq(hk_wire_recv_response(fd, &rsp), HK_WIRE_OK, "no error reply");
@@ -148,7 +133,7 @@ Test(daemon, garbage_frame_is_refused_and_daemon_survives)
 	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02};
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fx.sock);
 	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	cr_assert_eq(hk_wire_write_frame(fd, junk, sizeof(junk)), HK_WIRE_OK);
 	close(fd);
@@ -200,7 +185,7 @@ Test(daemon, unknown_command_and_option)
 
 Test(daemon, hkctl_without_daemon_is_a_clear_error)
 {
-	char *argv[] = {hkctl, "--socket", "/tmp/hk-no-such.sock", "status", NULL};
+	char *argv[] = {fx.hkctl, "--socket", "/tmp/hk-no-such.sock", "status", NULL};
 	struct hk_proc_result r;
 
 	hk_run(argv, 30, &r);
@@ -212,23 +197,22 @@ Test(daemon, hkctl_without_daemon_is_a_clear_error)
 
 Test(daemon, sigterm_stops_cleanly_and_removes_socket)
 {
-	int st = hk_stop(daemon_pid, 10);
+	int st = hk_fixture_stop(&fx);
 
-	daemon_pid = 0;
 	cr_assert_eq(st, 0, "hkd exit status %d", st);
-	cr_assert_neq(access(sock, F_OK), 0, "socket left behind");
+	cr_assert_neq(access(fx.sock, F_OK), 0, "socket left behind");
 }
 
 Test(daemon, config_with_bad_size_is_refused)
 {
-	char *argv[] = {hkd, "--config", conf, "--node", "n1", NULL};
+	char *argv[] = {fx.hkd, "--config", fx.conf, "--node", "n1", NULL};
 	struct hk_proc_result r;
 
 	write_config("");
-	FILE *f = fopen(conf, "a");
+	FILE *f = fopen(fx.conf, "a");
 
 	fprintf(f, "[node n2]\naddress = 127.0.0.1:17002\nmemory = lots\ncontrol = %s/n2.sock\n",
-		dir);
+		fx.dir);
 	fclose(f);
 	hk_run(argv, 30, &r);
 	cr_assert_eq(r.status, 2);
@@ -241,14 +225,7 @@ Test(daemon, config_with_bad_size_is_refused)
 
 static void need_kvm(void)
 {
-	char why[256];
-
-	if (!hk_kvm_available(why, sizeof(why))) {
-		/* Criterion runs no .fini after a skip: stop the daemon here. */
-		teardown();
-		daemon_pid = 0;
-		cr_skip_test("needs /dev/kvm: %s", why);
-	}
+	hk_fixture_skip_unless(&fx, hk_kvm_available, "/dev/kvm");
 }
 
 Test(daemon, guest_start_wait_console)

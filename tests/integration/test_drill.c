@@ -5,21 +5,22 @@
  * table that `hkctl replica verify` finds equal to the disk.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "hk_test.h"
 #include "hyperkernel.h"
 
-static char hkd[4096], hkctl[4096], dir[64], conf[128], sock[100], logpath[128];
-static pid_t daemon_pid;
+static struct hk_daemon_fixture fx;
 
 static void write_config(const char *disk_size)
 {
-	FILE *f = fopen(conf, "w");
+	FILE *f = fopen(fx.conf, "w");
 
 	cr_assert_not_null(f);
 	fprintf(f,
@@ -27,57 +28,36 @@ static void write_config(const char *disk_size)
 		"[guest]\nkernel = %s\nmemory = 512M\nvcpus = 2\n\n"
 		"[node n1]\naddress = 127.0.0.1:17101\nmemory = 512M\ncontrol = %s\n\n"
 		"[disk d0]\npath = %s/d0.img\nsize = %s\n",
-		getenv("HK_GUESTOS"), sock, dir, disk_size);
+		getenv("HK_GUESTOS"), fx.sock, fx.dir, disk_size);
 	fclose(f);
 }
 
 static void start_daemon(void)
 {
-	char *argv[] = {hkd, "--config", conf, "--node", "n1", NULL};
-
-	daemon_pid = hk_spawn(argv, logpath);
-	cr_assert(hk_wait_socket(sock, 20), "hkd did not open %s", sock);
+	cr_assert(hk_fixture_start(&fx), "hkd did not open %s", fx.sock);
 }
 
 static void setup(void)
 {
-	hk_build_path("node/hkd", hkd, sizeof(hkd));
-	hk_build_path("node/hkctl", hkctl, sizeof(hkctl));
-	snprintf(dir, sizeof(dir), "/tmp/hk-drill-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(conf, sizeof(conf), "%s/hk.conf", dir);
-	snprintf(sock, sizeof(sock), "%s/n1.sock", dir);
-	snprintf(logpath, sizeof(logpath), "%s/n1.log", dir);
+	cr_assert(hk_fixture_init(&fx, "drill"), "mkdtemp: %s", strerror(errno));
 }
 
 static void teardown(void)
 {
-	char cmd[256];
-
-	if (daemon_pid > 0)
-		hk_stop(daemon_pid, 10);
-	daemon_pid = 0;
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd))
-		fprintf(stderr, "cannot remove %s\n", dir);
+	hk_fixture_cleanup(&fx);
 }
 
 TestSuite(drill, .init = setup, .fini = teardown);
 
 static void need_kvm(void)
 {
-	char why[256];
-
-	if (!hk_kvm_available(why, sizeof(why))) {
-		teardown(); /* Criterion runs no .fini after a skip */
-		cr_skip_test("needs /dev/kvm: %s", why);
-	}
+	hk_fixture_skip_unless(&fx, hk_kvm_available, "/dev/kvm");
 }
 
 static json_t *ctl_json(const char *a1, const char *a2, const char *a3, const char *a4,
 			const char *a5, const char *a6, int want_status)
 {
-	char *argv[12] = {hkctl, "--config", conf, "--json"};
+	char *argv[12] = {fx.hkctl, "--config", fx.conf, "--json"};
 	const char *extra[] = {a1, a2, a3, a4, a5, a6};
 	struct hk_proc_result r;
 	json_error_t je;
@@ -177,13 +157,13 @@ Test(drill, replica_commands_after_a_kvdb_run)
 
 Test(drill, short_disk_file_is_refused_at_start)
 {
-	char path[160], *argv[] = {hkd, "--config", conf, "--node", "n1", NULL};
+	char path[160], *argv[] = {fx.hkd, "--config", fx.conf, "--node", "n1", NULL};
 	struct hk_proc_result r;
 	FILE *f;
 
 	/* No KVM needed: the disk is checked when the daemon starts. */
 	write_config("64M");
-	snprintf(path, sizeof(path), "%s/d0.img", dir);
+	snprintf(path, sizeof(path), "%s/d0.img", fx.dir);
 	f = fopen(path, "w");
 	cr_assert_not_null(f);
 	cr_assert_eq(ftruncate(fileno(f), 1 << 20), 0);
@@ -197,10 +177,10 @@ Test(drill, short_disk_file_is_refused_at_start)
 
 Test(drill, mkdata_refuses_bad_input)
 {
-	char *argv[] = {hkctl, "--config", conf, "disk", "mkdata", "--disk", "d9", "--size", "1M",
-			NULL};
-	char *argv2[] = {hkctl, "--config", conf, "disk", "mkdata", "--disk", "d0", "--size",
-			 "1G", NULL};
+	char *argv[] = {fx.hkctl, "--config", fx.conf, "disk", "mkdata",
+			"--disk", "d9", "--size", "1M", NULL};
+	char *argv2[] = {fx.hkctl, "--config", fx.conf, "disk", "mkdata",
+			 "--disk", "d0", "--size", "1G", NULL};
 	struct hk_proc_result r;
 
 	write_config("64M");

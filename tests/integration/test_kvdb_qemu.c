@@ -14,25 +14,19 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "hk_test.h"
 
 #define QEMU "qemu-system-x86_64"
-/* Per QEMU run; enforced here, not with Criterion's .timeout (leaks under ASan). */
-#define QEMU_TIMEOUT_MS 120000
-#define OUT_MAX		65536
+/* Per QEMU run; enforced by hk_run, not with Criterion's .timeout (leaks under ASan). */
+#define QEMU_TIMEOUT_S	120
 #define DATASET_SIZE	"16M"
 #define DATASET_RECORDS 4095 /* 16 MiB / 4 KiB, less the superblock */
 #define DATASET_SEED	"42"
@@ -40,13 +34,6 @@
 #define STATUS_OK	1
 #define STATUS_WORKLOAD 3
 #define STATUS_CMDLINE	5
-
-struct boot {
-	int status; /* QEMU's exit status; -1 if killed */
-	bool timed_out;
-	size_t len;
-	char out[OUT_MAX]; /* serial output, NUL-terminated */
-};
 
 /* What a QEMU run gets besides the kernel: disk image, command line, vCPUs. */
 struct vm {
@@ -57,90 +44,23 @@ struct vm {
 	const char *blkdebug; /* blkdebug config for the disk, or NULL */
 };
 
-static bool qemu_in_path(void)
-{
-	const char *path = getenv("PATH");
-	char buf[4096];
-
-	while (path && *path) {
-		size_t n = strcspn(path, ":");
-
-		if (n && n < sizeof(buf) - sizeof(QEMU) - 1) {
-			snprintf(buf, sizeof(buf), "%.*s/%s", (int)n, path, QEMU);
-			if (access(buf, X_OK) == 0)
-				return true;
-		}
-		path += n + (path[n] == ':');
-	}
-	return false;
-}
-
 static const char *path_from_env(const char *var)
 {
-	const char *p = getenv(var);
-
-	if (!qemu_in_path())
-		cr_skip_test(QEMU " not installed");
-	cr_assert(p && *p, "%s is not set (tests/integration/meson.build sets it)", var);
-	cr_assert(access(p, R_OK) == 0, "%s=%s: %s", var, p, strerror(errno));
-	return p;
-}
-
-static long ms_left(const struct timespec *deadline)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
-}
-
-/* Reads the child's stdout until EOF or the deadline; false on timeout. */
-static bool drain(int fd, struct boot *b)
-{
-	struct timespec deadline;
-	char scratch[4096];
-
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += QEMU_TIMEOUT_MS / 1000;
-	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		long left = ms_left(&deadline);
-		ssize_t n;
-
-		if (left <= 0)
-			return false;
-		if (poll(&pfd, 1, (int)left) < 0) {
-			if (errno == EINTR)
-				continue;
-			return false;
-		}
-		if (!pfd.revents)
-			continue;
-		if (b->len < sizeof(b->out) - 1)
-			n = read(fd, b->out + b->len, sizeof(b->out) - 1 - b->len);
-		else
-			n = read(fd, scratch, sizeof(scratch)); /* keep QEMU from blocking */
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return true;
-		if (b->len < sizeof(b->out) - 1)
-			b->len += (size_t)n;
-	}
+	hk_need_prog(QEMU);
+	return hk_env_file(var);
 }
 
 /*
  * Boots guestos on QEMU microvm with at most one virtio-blk disk and waits
- * for it to exit. QEMU is killed on timeout and dies with this process
- * (PR_SET_PDEATHSIG) if Criterion kills the test.
+ * for it to exit: b->status is QEMU's exit status (128 + signal if killed),
+ * b->out its serial output. QEMU is killed on timeout and dies with this
+ * process if Criterion kills the test (hk_run).
  */
-static void boot(struct boot *b, const struct vm *vm)
+static void boot(struct hk_proc_result *b, const struct vm *vm)
 {
 	char machine[128], drive[4200], append[1024];
 	const char *argv[40];
 	unsigned n = 0;
-	pid_t parent = getpid(), pid;
-	int fds[2], st;
 
 	snprintf(machine, sizeof(machine), "microvm,acpi=off,rtc=off,pic=off,pit=off%s",
 		 vm->explicit_window ? ",auto-kernel-cmdline=off" : "");
@@ -188,50 +108,9 @@ static void boot(struct boot *b, const struct vm *vm)
 	argv[n++] = append;
 	argv[n] = NULL;
 
-	memset(b, 0, sizeof(*b));
-	cr_assert(pipe2(fds, O_CLOEXEC) == 0, "pipe2: %s", strerror(errno));
-	pid = fork();
-	cr_assert(pid >= 0, "fork: %s", strerror(errno));
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDONLY);
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent || null < 0 || dup2(null, STDIN_FILENO) < 0 ||
-		    dup2(fds[1], STDOUT_FILENO) < 0)
-			_exit(127);
-		execvp(QEMU, (char *const *)argv);
-		_exit(127);
-	}
-	close(fds[1]);
-	if (!drain(fds[0], b)) {
-		b->timed_out = true;
-		kill(pid, SIGKILL);
-	}
-	close(fds[0]);
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	b->out[b->len] = '\0';
-	b->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-	cr_assert(!b->timed_out, "QEMU timed out after %d ms; output:\n%s", QEMU_TIMEOUT_MS,
-		  b->out);
+	hk_run_checked((char *const *)argv, QEMU_TIMEOUT_S, b);
 	cr_log_info("disk %s, append '%s', status %d:\n%s", vm->disk ? vm->disk : "(none)", append,
 		    b->status, b->out);
-}
-
-/* The line starting with prefix, without its newline; "" if none. */
-static const char *line_with(const char *out, const char *prefix, char *buf, size_t size)
-{
-	for (const char *p = out; *p;) {
-		size_t n = strcspn(p, "\n");
-
-		if (strncmp(p, prefix, strlen(prefix)) == 0) {
-			snprintf(buf, size, "%.*s", (int)n, p);
-			return buf;
-		}
-		p += n + (p[n] == '\n');
-	}
-	buf[0] = '\0';
-	return buf;
 }
 
 /* "PREFIX0x<16 hex digits>" as the whole line. */
@@ -240,7 +119,7 @@ static uint64_t hex_line(const char *out, const char *prefix)
 	char line[256], *hex, *end = NULL;
 	unsigned long long v = 0;
 
-	line_with(out, prefix, line, sizeof(line));
+	hk_line_with(out, prefix, line, sizeof(line));
 	hex = line + strlen(prefix);
 	if (strlen(line) == strlen(prefix) + 18 && strncmp(hex, "0x", 2) == 0)
 		v = strtoull(hex + 2, &end, 16);
@@ -249,32 +128,23 @@ static uint64_t hex_line(const char *out, const char *prefix)
 	return v;
 }
 
-static uint64_t checksum_of(const struct boot *b)
+static uint64_t checksum_of(const struct hk_proc_result *b)
 {
 	return hex_line(b->out, "kvdb checksum ");
 }
 
-static uint64_t loaded_state_of(const struct boot *b)
+static uint64_t loaded_state_of(const struct hk_proc_result *b)
 {
 	return hex_line(b->out, "kvdb: loaded state ");
 }
 
-static unsigned long wrote_back(const struct boot *b)
+static unsigned long wrote_back(const struct hk_proc_result *b)
 {
 	char line[256];
 	unsigned long n;
 
-	line_with(b->out, "kvdb: wrote back ", line, sizeof(line));
+	hk_line_with(b->out, "kvdb: wrote back ", line, sizeof(line));
 	cr_assert(sscanf(line, "kvdb: wrote back %lu records", &n) == 1, "output:\n%s", b->out);
-	return n;
-}
-
-static int count_lines(const char *s)
-{
-	int n = 0;
-
-	for (; *s; s++)
-		n += *s == '\n';
 	return n;
 }
 
@@ -358,15 +228,15 @@ static void flip_byte(const char *path, off_t off)
 	close(fd);
 }
 
-static void expect_ok(const struct boot *b)
+static void expect_ok(const struct hk_proc_result *b)
 {
 	char line[256];
 
 	cr_assert_eq(b->status, STATUS_OK, "status %d, want %d; output:\n%s", b->status, STATUS_OK,
 		     b->out);
-	cr_expect_str_eq(line_with(b->out, "kvdb: loading ", line, sizeof(line)),
+	cr_expect_str_eq(hk_line_with(b->out, "kvdb: loading ", line, sizeof(line)),
 			 "kvdb: loading 4095 records (16 MiB) from disk 0");
-	line_with(b->out, "kvdb: loaded ", line, sizeof(line));
+	hk_line_with(b->out, "kvdb: loaded ", line, sizeof(line));
 	cr_expect(strstr(line, "kvdb: loaded 4095 records in ") && strstr(line, " tsc cycles"),
 		  "output:\n%s", b->out);
 	cr_expect(strstr(b->out, "\nkvdb: serving\n"), "output:\n%s", b->out);
@@ -382,7 +252,7 @@ static void expect_ok(const struct boot *b)
  */
 Test(kvdb, loads_serves_and_writes_back)
 {
-	static struct boot b;
+	static struct hk_proc_result b;
 	char *base = temp_path("base"), *img = temp_path("a");
 	struct vm vm = {.disk = img, .append = "kvdb ops=4000 seed=5"};
 	uint64_t dataset, first, second;
@@ -393,7 +263,7 @@ Test(kvdb, loads_serves_and_writes_back)
 
 	boot(&b, &vm);
 	expect_ok(&b);
-	line_with(b.out, "kvdb: ops ", line, sizeof(line));
+	hk_line_with(b.out, "kvdb: ops ", line, sizeof(line));
 	cr_expect(strncmp(line, "kvdb: ops 4000 gets ", 20) == 0 && strstr(line, " puts ") &&
 		      strlen(line) > 11 && strcmp(line + strlen(line) - 11, " tsc cycles") == 0,
 		  "ops line '%s'", line);
@@ -431,7 +301,7 @@ Test(kvdb, loads_serves_and_writes_back)
  */
 Test(kvdb, checksum_independent_of_vcpus_and_window)
 {
-	static struct boot b;
+	static struct hk_proc_result b;
 	char *base = temp_path("base"), *img = temp_path("b");
 	struct vm vm = {.disk = img, .append = "kvdb ops=3000 seed=9 writeback=0"};
 	uint64_t dataset, one;
@@ -477,7 +347,7 @@ Test(kvdb, checksum_independent_of_vcpus_and_window)
 /* A flipped byte in block 7 (record 6) is found, named, and never served. */
 Test(kvdb, corrupt_record_is_reported)
 {
-	static struct boot b;
+	static struct hk_proc_result b;
 	char *img = temp_path("corrupt");
 	struct vm vm = {.disk = img, .append = "kvdb ops=100"};
 	char line[256];
@@ -486,7 +356,7 @@ Test(kvdb, corrupt_record_is_reported)
 	flip_byte(img, 7 * 4096 + 1000);
 	boot(&b, &vm);
 	cr_expect_eq(b.status, STATUS_WORKLOAD, "output:\n%s", b.out);
-	line_with(b.out, "kvdb: record ", line, sizeof(line));
+	hk_line_with(b.out, "kvdb: record ", line, sizeof(line));
 	cr_expect(strncmp(line, "kvdb: record 6 at block 7 corrupt", 33) == 0, "output:\n%s",
 		  b.out);
 	cr_expect(!strstr(b.out, "kvdb: serving") && !strstr(b.out, "kvdb ok"), "output:\n%s",
@@ -505,7 +375,7 @@ Test(kvdb, corrupt_record_is_reported)
 
 Test(kvdb, bad_superblock_is_an_error)
 {
-	static struct boot b;
+	static struct hk_proc_result b;
 	char *img = temp_path("zero");
 	struct vm vm = {.disk = img, .append = "kvdb"};
 
@@ -522,7 +392,7 @@ Test(kvdb, bad_superblock_is_an_error)
 /* QEMU's blkdebug fails one read: the error reaches the workload, which stops. */
 Test(kvdb, io_error_is_reported)
 {
-	static struct boot b;
+	static struct hk_proc_result b;
 	char *img = temp_path("eio"), *cfg = temp_path("blkdebug");
 	static const char rule[] = "[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\n"
 				   "sector = \"4104\"\n";
@@ -546,16 +416,16 @@ Test(kvdb, io_error_is_reported)
 
 Test(kvdb, missing_disk_is_an_error)
 {
-	static struct boot b;
+	static struct hk_proc_result b;
 	char *img = temp_path("nodisk");
 	struct vm vm = {.append = "kvdb"};
 	char line[256];
 
 	boot(&b, &vm);
 	cr_expect_eq(b.status, STATUS_WORKLOAD, "output:\n%s", b.out);
-	cr_expect_eq(count_lines(b.out), 2, "the banner and one line; output:\n%s", b.out);
-	cr_expect(strstr(line_with(b.out, "kvdb: ", line, sizeof(line)), "no disk"), "output:\n%s",
-		  b.out);
+	cr_expect_eq(hk_lines(b.out), 2, "the banner and one line; output:\n%s", b.out);
+	cr_expect(strstr(hk_line_with(b.out, "kvdb: ", line, sizeof(line)), "no disk"),
+		  "output:\n%s", b.out);
 
 	/* A disk that is not there: disk=1 with one device. */
 	vm.disk = img;
@@ -570,7 +440,7 @@ Test(kvdb, missing_disk_is_an_error)
 
 Test(kvdb, bad_command_line)
 {
-	static struct boot b;
+	static struct hk_proc_result b;
 	static const char *const bad[] = {
 	    "kvdb ops=banana",
 	    "kvdb writeback=2",
@@ -587,7 +457,7 @@ Test(kvdb, bad_command_line)
 		boot(&b, &vm);
 		cr_expect_eq(b.status, STATUS_CMDLINE, "'%s': status %d; output:\n%s", bad[i],
 			     b.status, b.out);
-		cr_expect(count_lines(b.out) <= 2, "'%s': more than one error line:\n%s", bad[i],
+		cr_expect(hk_lines(b.out) <= 2, "'%s': more than one error line:\n%s", bad[i],
 			  b.out);
 		cr_expect(!strstr(b.out, "kvdb: loading"), "output:\n%s", b.out);
 	}
