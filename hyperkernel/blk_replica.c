@@ -106,7 +106,10 @@ static void io_end_all(struct hk_blk_req *r, bool ok)
 		 * hook, which io_end then sees as a reason not to add. */
 		if (ok && seg_whole_pages(&r->seg[i], r->rio[i].offset))
 			protect(b, &r->seg[i]);
-		added = hk_replica_io_end(b->replicas, &r->rio[i], ok);
+		/* Only protected (whole-page) segments may add entries; the
+		 * table would add the whole pages inside any segment. */
+		added = hk_replica_io_end(b->replicas, &r->rio[i],
+					  ok && seg_whole_pages(&r->seg[i], r->rio[i].offset));
 		r->rio_on[i] = false;
 		if (seg_whole_pages(&r->seg[i], r->rio[i].offset) && (added <= 0 || !ok))
 			settle(b, &r->seg[i]);

@@ -284,7 +284,7 @@ static void do_disk_mkdata(struct hk_daemon *d, const Hk__Ctl__DiskMkdataRequest
 		return;
 	}
 	/* Every block may change: no replica of this disk survives. */
-	hk_replica_drop_blocks(d->replicas, dd->id, 0, hk_disk_size(dd->disk) / HK_PAGE_SIZE);
+	hk_replica_drop_blocks_bytes(d->replicas, dd->id, 0, hk_disk_size(dd->disk));
 	if (hk_daemon_mkdata(dd, req->size, req->seed, req->force, &records, &reused, err,
 			     sizeof(err))) {
 		reply_error(rsp, "%s", err);

@@ -32,7 +32,8 @@
 #include "test_replica.h"
 
 #define NP     512 /* guest pages */
-#define STRIPE 64  /* pages per node stripe: frames contiguous within one */
+#define STRIPE 64  /* pages per node stripe */
+#define RUN    16  /* frames are contiguous within 16-page runs, with gaps */
 #define NN     3   /* nodes */
 #define ND     2   /* disks */
 #define NB     384 /* blocks per disk */
@@ -87,9 +88,11 @@ static uint16_t node_of(uint64_t p)
 	return (uint16_t)((p / STRIPE) % NN);
 }
 
+/* Gaps between runs on the same node, so that merging across a frame
+ * discontinuity would show as a wrong frame. */
 static uint64_t frame_of(uint64_t p)
 {
-	return 1000000ull * node_of(p) + p;
+	return 1000000ull * node_of(p) + p + 7 * (p / RUN);
 }
 
 #define MFAIL(m, ...)                                                                              \
@@ -314,13 +317,14 @@ static bool is_hot(struct model *m)
 	return m->mode == RACES || (m->mode == SAFETY && below(m, 2));
 }
 
-/* A random I/O range: guest bytes inside one node stripe, disk bytes inside
- * the disk.  Mostly aligned; sometimes any bytes. */
+/* A random I/O range: guest bytes inside one run of contiguous frames (the
+ * caller splits requests there), disk bytes inside the disk.  Mostly
+ * aligned; sometimes any bytes. */
 static void pick_io(struct model *m, uint64_t *gpa, int *d, uint64_t *off, uint64_t *len)
 {
 	bool hot = is_hot(m);
-	uint64_t stripe = hot ? 0 : below(m, NP / STRIPE) * STRIPE * PG;
-	uint64_t np = hot ? m->hot_pages : STRIPE;
+	uint64_t stripe = below(m, (hot ? m->hot_pages : NP) / RUN) * RUN * PG;
+	uint64_t np = RUN;
 	uint64_t nb = hot ? m->hot_blocks : NB;
 	uint64_t n = 1 + below(m, m->max_io);
 
