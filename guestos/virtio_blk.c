@@ -75,8 +75,8 @@ struct vblk {
 	struct virtio_mmio vm;
 	struct virtq vq;
 	struct vblk_info info;
-	unsigned dps;	    /* descriptors per slot: header + segments + status */
-	uint32_t seg_bytes; /* largest data segment */
+	unsigned dps;	     /* descriptors per slot: header + segments + status */
+	uint32_t seg_bytes;  /* largest data segment */
 	unsigned inflight;   /* requests */
 	unsigned slots_used; /* slots they occupy (raw requests may take several) */
 	unsigned next_free;

@@ -124,11 +124,13 @@ void hk_virtio_needs_reset(struct hk_virtio_dev *d, const char *why);
 
 /* virtqueue.c */
 /*
- * Pop the next available chain: head index and up to max buffers, each
- * checked to lie in guest RAM.  Returns the number of buffers, 0 when
- * nothing is available, or -EINVAL for a malformed chain (loop, too long,
- * indirect, outside RAM) — then *head is still valid, so the caller can
- * complete it with an error if it has a writable status byte.
+ * Pop the next available chain: head index and up to max buffers.  A
+ * buffer not wholly in guest RAM comes back with hva NULL (len > 0); the
+ * device must refuse the request.  Returns the number of buffers, or
+ * max + 1 for a chain longer than max (bufs[0 .. max - 2] are its first
+ * buffers, bufs[max - 1] its last), 0 when nothing is available, or
+ * -EINVAL for a chain that cannot be walked (loop, indirect, next out of
+ * range) — then *head is still valid.
  */
 int hk_vq_pop(struct hk_virtio_dev *d, struct hk_virtqueue *vq, uint16_t *head,
 	      struct hk_vq_buf *bufs, unsigned max);

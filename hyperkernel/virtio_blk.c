@@ -90,26 +90,26 @@ static struct hk_blk_req *blk_parse(struct hk_blk *b, uint16_t head, struct hk_v
 	struct blk_outhdr hdr = {0};
 	uint64_t total = 0;
 	const char *why = NULL;
-	int ndata;
+	int ndata, last = n > (int)(BLK_SEG_MAX + 2) ? (int)BLK_SEG_MAX + 1 : n - 1;
 
-	if (n < 2 || !bufs[n - 1].writable || bufs[n - 1].len < 1 || !bufs[n - 1].hva) {
+	if (n < 2 || !bufs[last].writable || bufs[last].len < 1 || !bufs[last].hva) {
 		/* No status byte to answer through: the driver is broken. */
 		hk_virtio_needs_reset(d, "request without a writable status byte");
 		return NULL;
 	}
 	r = calloc(1, sizeof(*r));
 	if (!r) {
-		*(uint8_t *)bufs[n - 1].hva = VIRTIO_BLK_S_IOERR;
+		*(uint8_t *)bufs[last].hva = VIRTIO_BLK_S_IOERR;
 		hk_vq_push(d, &d->vq[0], head, 1);
 		return NULL;
 	}
 	r->blk = b;
 	r->head = head;
-	r->status = bufs[n - 1].hva;
+	r->status = bufs[last].hva;
 	r->gen = atomic_load(&d->generation);
 	atomic_fetch_add(&b->inflight, 1);
 
-	if (bufs[0].writable || bufs[0].len < sizeof(hdr)) {
+	if (bufs[0].writable || bufs[0].len < sizeof(hdr) || !bufs[0].hva) {
 		why = "bad request header";
 		goto bad;
 	}
@@ -125,6 +125,10 @@ static struct hk_blk_req *blk_parse(struct hk_blk *b, uint16_t head, struct hk_v
 
 		if (!s->len || s->len > BLK_SIZE_MAX) {
 			why = "segment of zero or oversized length";
+			goto bad;
+		}
+		if (!s->hva) {
+			why = "segment outside guest RAM";
 			goto bad;
 		}
 		if (s->writable != (hdr.type == VIRTIO_BLK_T_IN || hdr.type == VIRTIO_BLK_T_GET_ID)) {
@@ -242,8 +246,8 @@ static void blk_notify(struct hk_virtio_dev *d, unsigned q)
 			continue;
 		}
 		if (n < 0) {
-			/* Malformed chain: answer through its last buffer if
-			 * that is a usable status byte, else reset. */
+			/* A chain we cannot walk (loop, indirect): we cannot
+			 * even find its status byte. */
 			fprintf(stderr, "hyperkernel: %s: malformed descriptor chain\n", b->name);
 			atomic_fetch_add(&d->bad_requests, 1);
 			hk_virtio_needs_reset(d, "malformed descriptor chain");

@@ -45,21 +45,24 @@ int hk_vq_pop(struct hk_virtio_dev *d, struct hk_virtqueue *vq, uint16_t *head,
 	}
 
 	idx = *head;
-	for (;;) {
+	for (unsigned walked = 0;; walked++) {
 		struct vring_desc desc;
+		struct hk_vq_buf *b;
 
 		memcpy(&desc, &vq->desc[idx], sizeof(desc));
 		if (desc.flags & VRING_DESC_F_INDIRECT)
 			return -EINVAL; /* not offered */
-		if (n == max || n == vq->num)
-			return -EINVAL; /* too long, or a loop */
-		bufs[n].gpa = desc.addr;
-		bufs[n].len = desc.len;
-		bufs[n].writable = desc.flags & VRING_DESC_F_WRITE;
-		bufs[n].hva = desc.len ? hk_mem_gpa(d->mem, desc.addr, desc.len) : NULL;
-		if (desc.len && !bufs[n].hva)
-			return -EINVAL;
-		n++;
+		if (walked == vq->num)
+			return -EINVAL; /* a loop */
+		/* Past max: keep walking, the last buffer lands in bufs[max - 1]. */
+		b = &bufs[n < max ? n : max - 1];
+		b->gpa = desc.addr;
+		b->len = desc.len;
+		b->writable = desc.flags & VRING_DESC_F_WRITE;
+		/* Outside guest RAM: hva NULL, for the device to refuse. */
+		b->hva = desc.len ? hk_mem_gpa(d->mem, desc.addr, desc.len) : NULL;
+		if (n <= max)
+			n++;
 		if (!(desc.flags & VRING_DESC_F_NEXT))
 			break;
 		if (desc.next >= vq->num)
