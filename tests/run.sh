@@ -34,6 +34,19 @@ else
 	meson test -C "$builddir" --print-errorlogs --num-processes 2 "$@" || status=$?
 fi
 
+# The unit suites once more under AddressSanitizer and UBSan (host code
+# only; guestos is never instrumented).  HK_ASAN=0 skips this.
+asandir=${HK_ASAN_BUILD_DIR:-build-asan}
+rm -f "$asandir"/meson-logs/testlog*.txt
+if [ "${HK_ASAN:-1}" != 0 ]; then
+	echo
+	echo "==> unit suites under ASan/UBSan ($asandir)"
+	[ -f "$asandir/build.ninja" ] ||
+		meson setup "$asandir" -Dsanitize=address,undefined -Dwerror=true >/dev/null
+	ninja -C "$asandir" >/dev/null
+	meson test -C "$asandir" --print-errorlogs --num-processes 2 --suite unit || status=$?
+fi
+
 # One summary over every Criterion binary: each prints its own synthesis.
 # The storage-replica-mutant runs are built to fail (they prove the model
 # test catches a broken invalidation); meson counts them as expected
@@ -53,5 +66,5 @@ mutant { next }
 END {
 	printf "\nCriterion: %d tested, %d skipped\n", t, s
 	printf "%d passed, %d failed, %d skipped\n", p, f + c, s
-}' "$builddir"/meson-logs/testlog*.txt
+}' "$builddir"/meson-logs/testlog*.txt $(ls "$asandir"/meson-logs/testlog*.txt 2>/dev/null)
 exit $status
