@@ -62,9 +62,13 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: hkctl [--config FILE] [--node NAME] [--socket PATH] [--json] COMMAND\n\n"
 		   "commands:\n");
-	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %s %-8s %s\n", commands[i].w0, commands[i].w1 ? commands[i].w1 : "",
-			commands[i].help);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "%s%s%s", commands[i].w0, commands[i].w1 ? " " : "",
+			 commands[i].w1 ? commands[i].w1 : "");
+		fprintf(f, "  %-16s %s\n", name, commands[i].help);
+	}
 	fprintf(f, "\nThe daemon is found through --socket, or the control socket of --node (default:\n"
 		   "the first node) in --config (default: $HK_CONFIG, else " DEFAULT_CONFIG ").\n"
 		   "--json prints one JSON object on stdout.  See docs/hkctl.md.\n");
