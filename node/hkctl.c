@@ -41,7 +41,7 @@ static const struct command {
 	{"status", NULL, hkctl_status, 0, false, "node, vCPUs, memory, disks, guest, counters"},
 	{"guest", "start", hkctl_guest_start, O(OPT_KERNEL) | O(OPT_CMDLINE), false,
 	 "[--kernel FILE] [--cmdline STR]"},
-	{"guest", "stop", hkctl_guest_stop, 0, false, ""},
+	{"guest", "stop", hkctl_guest_stop, 0, false, "stop every vCPU; the guest can be inspected"},
 	{"guest", "reboot", hkctl_guest_reboot, 0, false, "restart the guest, keeping replica frames"},
 	{"guest", "console", hkctl_guest_console, 0, false, "what the guest printed so far"},
 	{"guest", "wait", hkctl_guest_wait, O(OPT_TIMEOUT), false,
