@@ -71,8 +71,8 @@ int hk_fabric_needs_local_mr(const struct hk_fabric *f);
  */
 int hk_fabric_getname(struct hk_fabric *f, void *addr, size_t *len, char *err, size_t errlen);
 /* Insert a peer's address into the AV; *peer is what send/recv take. */
-int hk_fabric_insert(struct hk_fabric *f, const void *addr, size_t len, fi_addr_t *peer,
-		     char *err, size_t errlen);
+int hk_fabric_insert(struct hk_fabric *f, const void *addr, size_t len, fi_addr_t *peer, char *err,
+		     size_t errlen);
 
 /*
  * Post a tagged send of buf[0..len) to peer.  buf must stay valid until the
@@ -104,8 +104,8 @@ int hk_fabric_poll(struct hk_fabric *f, struct hk_fabric_cqe *out, size_t max, c
  * Register buf[0..len) for local use and remote read/write (fi_mr_reg), once:
  * registration pins memory and costs far more than a transfer.
  */
-int hk_fabric_mr_reg(struct hk_fabric *f, void *buf, size_t len, struct hk_fabric_mr *mr,
-		     char *err, size_t errlen);
+int hk_fabric_mr_reg(struct hk_fabric *f, void *buf, size_t len, struct hk_fabric_mr *mr, char *err,
+		     size_t errlen);
 void hk_fabric_mr_close(struct hk_fabric_mr *mr);
 
 #endif
