@@ -131,8 +131,13 @@ int hkctl_status(struct hkctl *c)
 	return 0;
 }
 
-static int guest_reply(struct hkctl *c, Hk__Ctl__CtlResponse *rsp, const char *what)
+/* start, stop and reboot: one request, the guest's state as the reply. */
+static int guest_request(struct hkctl *c, Hk__Ctl__CtlRequest *req, const char *what)
 {
+	Hk__Ctl__CtlResponse *rsp;
+
+	if (hkctl_call(c, req, &rsp, HKCTL_REPLY_TIMEOUT_S))
+		return 1;
 	if (rsp->rep_case != HK__CTL__CTL_RESPONSE__REP_GUEST) {
 		hk__ctl__ctl_response__free_unpacked(rsp, NULL);
 		return hkctl_die("hkd sent an unexpected reply to guest %s", what);
@@ -149,7 +154,6 @@ int hkctl_guest_start(struct hkctl *c)
 {
 	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
 	Hk__Ctl__GuestStartRequest gs = HK__CTL__GUEST_START_REQUEST__INIT;
-	Hk__Ctl__CtlResponse *rsp;
 	char abs[PATH_MAX];
 
 	/* The daemon has its own working directory: send absolute paths. */
@@ -162,35 +166,27 @@ int hkctl_guest_start(struct hkctl *c)
 		gs.cmdline = (char *)c->val[OPT_CMDLINE];
 	req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_START;
 	req.guest_start = &gs;
-	if (hkctl_call(c, &req, &rsp, HKCTL_REPLY_TIMEOUT_S))
-		return 1;
-	return guest_reply(c, rsp, "start");
+	return guest_request(c, &req, "start");
 }
 
 int hkctl_guest_reboot(struct hkctl *c)
 {
 	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
 	Hk__Ctl__GuestRebootRequest gr = HK__CTL__GUEST_REBOOT_REQUEST__INIT;
-	Hk__Ctl__CtlResponse *rsp;
 
 	req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_REBOOT;
 	req.guest_reboot = &gr;
-	if (hkctl_call(c, &req, &rsp, HKCTL_REPLY_TIMEOUT_S))
-		return 1;
-	return guest_reply(c, rsp, "reboot");
+	return guest_request(c, &req, "reboot");
 }
 
 int hkctl_guest_stop(struct hkctl *c)
 {
 	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
 	Hk__Ctl__GuestStopRequest gs = HK__CTL__GUEST_STOP_REQUEST__INIT;
-	Hk__Ctl__CtlResponse *rsp;
 
 	req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_STOP;
 	req.guest_stop = &gs;
-	if (hkctl_call(c, &req, &rsp, HKCTL_REPLY_TIMEOUT_S))
-		return 1;
-	return guest_reply(c, rsp, "stop");
+	return guest_request(c, &req, "stop");
 }
 
 int hkctl_guest_console(struct hkctl *c)
