@@ -21,6 +21,7 @@
 
 #include "hk_internal.h"
 #include "mem_internal.h"
+#include "pool_internal.h"
 
 #define FAULT_BATCH 64
 
@@ -135,9 +136,15 @@ static void *fault_thread(void *arg)
 			return NULL;
 		}
 		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
+			uint64_t flags = msgs[i].arg.pagefault.flags;
+
 			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 				continue;
-			if (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+			if (mem->pool) /* pooled memory: pages come from their home */
+				hk_pool_fault(mem, msgs[i].arg.pagefault.address,
+					      flags & UFFD_PAGEFAULT_FLAG_WRITE,
+					      flags & UFFD_PAGEFAULT_FLAG_WP);
+			else if (flags & UFFD_PAGEFAULT_FLAG_WP)
 				hk_pagestate_wp_fault(mem, msgs[i].arg.pagefault.address);
 			else
 				fault_fill_window(mem, msgs[i].arg.pagefault.address);

@@ -68,6 +68,14 @@ struct hk_vcpu {
 	bool thread_started;
 	_Atomic uint64_t exits;
 	_Atomic uint64_t io_exits;
+	/*
+	 * Parking (vcpu.c), under vm->lock: park_req asks the thread to stop
+	 * at its next exit and wait on vm->park_cv; parked says it does;
+	 * running is true from hk_vcpu_start until the thread returns.
+	 */
+	_Atomic bool park_req;
+	bool parked;
+	bool running;
 };
 
 struct hk_vm {
@@ -98,6 +106,7 @@ struct hk_vm {
 	struct hk_replica *replicas; /* for devices at the next boot */
 	_Atomic(struct hk_replica *) wp_table; /* what the write-protect hook drops from */
 	uint16_t node_id;
+	bool loader; /* writes the kernel into guest memory (not pooled, or node 0) */
 
 	/* Guest lifecycle, guarded by lock; done is broadcast on every change. */
 	pthread_mutex_t lock;
@@ -106,6 +115,8 @@ struct hk_vm {
 	unsigned halted_vcpus;
 	uint64_t start_ns;
 	_Atomic bool stopping;
+	pthread_cond_t park_cv; /* a vCPU parked or unparked; broadcast */
+	uint64_t start_parked;	/* hk_vm_config.start_parked, applied at every boot */
 
 	_Atomic uint64_t unhandled_io;
 };
@@ -135,6 +146,8 @@ int hk_vcpu_start(struct hk_vcpu *vcpu);
 void hk_vcpu_kick(struct hk_vcpu *vcpu);
 void hk_vcpu_join(struct hk_vcpu *vcpu);
 void hk_vcpu_destroy(struct hk_vcpu *vcpu);
+/* Parked, or no thread runs it: its state may be read and written. */
+bool hk_vcpu_is_stopped(struct hk_vcpu *vcpu);
 
 /* mem.c: KVM memory slots for every RAM range. */
 int hk_mem_attach_kvm(struct hk_mem *mem, int vm_fd, char *err, size_t errlen);

@@ -80,6 +80,10 @@ int hk_mem_read(const struct hk_mem *mem, uint64_t gpa, void *dst, uint64_t len)
 #define HK_PG_REPLICA   0x01 /* holds a storage replica; write-protected */
 #define HK_PG_WRITEBACK 0x02 /* being written to disk; write-protected */
 #define HK_PG_DIRTY     0x04 /* written by the guest during writeback */
+/* Pooled memory (P3): this node's copy of the page.  Neither bit: invalid. */
+#define HK_PG_SHARED    0x08 /* read-only copy; write-protected */
+#define HK_PG_EXCL      0x10 /* the only copy, writable */
+#define HK_PG_PENDING   0x20 /* a request for this page is in flight */
 
 /* Frame of a guest-physical page, or UINT64_MAX when not RAM. */
 uint64_t hk_mem_frame(const struct hk_mem *mem, uint64_t gpa);
@@ -119,6 +123,70 @@ struct hk_mem_range {
 unsigned hk_mem_ranges(const struct hk_mem *mem, struct hk_mem_range out[2]);
 void hk_mem_get_stats(const struct hk_mem *mem, struct hk_mem_stats *st);
 
+/* ---- pooled memory: page coherence across nodes (P3) ------------------ */
+
+/*
+ * In a cluster every node maps the whole guest RAM; a page is present on a
+ * node only while that node holds a valid copy.  Each frame (offset in the
+ * RAM mapping / 4 KiB) has a home node, fixed by position: node i homes a
+ * contiguous run of frames proportional to its memory.  The home keeps the
+ * frame's directory entry (untouched, shared by a set of nodes, or
+ * exclusive to one) and resolves faults: read faults get shared read-only
+ * copies, write faults exclusive ownership after every other copy was
+ * invalidated and acknowledged.  docs/architecture.md has the protocol.
+ */
+#define HK_POOL_MAX_NODES 64
+#define HK_POOL_MSG_MAX	  (HK_PAGE_SIZE + 256) /* largest message the engine sends */
+
+struct hk_pool_transport {
+	size_t size; /* sizeof(struct hk_pool_transport) */
+	/*
+	 * Queue msg[0..len) for node; must copy it and never block on the
+	 * network.  Called with the engine's lock held, from the fault thread
+	 * and from inside hk_mem_pool_deliver.  Messages from one node to
+	 * another must arrive in the order sent.  Returns 0 or -errno.
+	 */
+	int (*send)(void *ctx, unsigned node, const void *msg, size_t len);
+};
+
+struct hk_pool_config {
+	unsigned self;
+	unsigned n_nodes;
+	/* Bytes of guest memory each node holds at most (its budget); homes
+	 * are cut in proportion to these. */
+	uint64_t node_memory[HK_POOL_MAX_NODES];
+	const struct hk_pool_transport *transport;
+	void *ctx;
+	uint64_t guest; /* boot generation; messages of another one are dropped */
+};
+
+struct hk_pool_stats {
+	uint64_t resident_pages; /* pages present on this node */
+	uint64_t home_pages;     /* frames homed here */
+	uint64_t budget_pages;
+	uint64_t remote_faults;  /* faults that needed a message to another node */
+	uint64_t local_faults;   /* faults the home (this node) resolved alone */
+	uint64_t invalidations;  /* copies this node dropped because another wrote */
+	uint64_t invalidations_sent;
+	uint64_t upgrades;       /* shared copy made exclusive without data */
+	uint64_t pages_sent, pages_recv;
+	uint64_t zero_pages;     /* never-written pages granted (no data moved) */
+	uint64_t evictions;      /* pages given back to their home for room */
+	uint64_t bad_msgs;       /* malformed or unexpected messages dropped */
+};
+
+/*
+ * Make mem one node's view of pooled guest memory.  Must be called before
+ * any page is touched.  Returns 0 or -EINVAL (bad config) with a line in err.
+ */
+int hk_mem_pool(struct hk_mem *mem, const struct hk_pool_config *cfg, char *err, size_t errlen);
+bool hk_mem_pooled(const struct hk_mem *mem);
+/* A coherence message from node `from` (transport receive path). */
+void hk_mem_pool_deliver(struct hk_mem *mem, unsigned from, const void *msg, size_t len);
+/* Home node of a guest-physical address, or -1 when not RAM. */
+int hk_mem_pool_home(const struct hk_mem *mem, uint64_t gpa);
+void hk_mem_pool_stats(const struct hk_mem *mem, struct hk_pool_stats *st);
+
 /* ---- PVH loader ---------------------------------------------------------- */
 
 struct hk_boot_info {
@@ -135,6 +203,12 @@ struct hk_boot_info {
  */
 int hk_pvh_load(struct hk_mem *mem, const void *image, size_t size, const char *cmdline,
 		struct hk_boot_info *bi, char *err, size_t errlen);
+/*
+ * The same checks without writing anything: fills bi.  Nodes of a pooled
+ * guest other than the one that loads the kernel start their vCPUs with it.
+ */
+int hk_pvh_probe(struct hk_mem *mem, const void *image, size_t size, struct hk_boot_info *bi,
+		 char *err, size_t errlen);
 
 /* ---- the guest machine --------------------------------------------------- */
 
@@ -170,6 +244,18 @@ struct hk_vm_config {
 	 */
 	struct hk_replica *replicas;
 	uint16_t node_id; /* this node's number in the table */
+	/*
+	 * Bit i set: vCPU i starts parked (hk_vm_vcpu_park) at every boot.
+	 * Pooled mode: each node creates every vCPU's KVM object and parks
+	 * the ones placed on other nodes until their state arrives.
+	 */
+	uint64_t start_parked;
+	/*
+	 * Pooled memory (P3), or NULL for a guest on this node alone.  Only
+	 * node 0 of the pool writes the kernel and boot data into guest
+	 * memory; the others start their vCPUs at the same entry point.
+	 */
+	const struct hk_pool_config *pool;
 };
 
 enum hk_vm_state {
@@ -221,6 +307,11 @@ void hk_vm_result(struct hk_vm *vm, struct hk_vm_result *res);
  * tells how many.  Returns 0 or -errno with a line in err.
  */
 int hk_vm_reboot(struct hk_vm *vm, uint64_t *kept_pages, char *err, size_t errlen);
+/*
+ * End the guest with an outcome seen elsewhere (another node of a pooled
+ * guest): as if this node's vCPUs had seen it.  The first outcome wins.
+ */
+void hk_vm_end(struct hk_vm *vm, enum hk_vm_state state, int exit_status, const char *reason);
 /* Stop every vCPU (if still running) and join its thread; idempotent. */
 void hk_vm_stop(struct hk_vm *vm, const char *why);
 void hk_vm_destroy(struct hk_vm *vm);
@@ -233,5 +324,47 @@ uint64_t hk_vm_tsc_khz(struct hk_vm *vm);
 /* Use this table (or none) from the next boot or reboot on. */
 void hk_vm_set_replicas(struct hk_vm *vm, struct hk_replica *replicas);
 uint64_t hk_vm_memory(const struct hk_vm *vm);
+
+/* ---- vCPU migration ------------------------------------------------------ */
+
+/*
+ * Stop vCPU index at its next exit (pending port I/O and MMIO completed)
+ * and keep its thread waiting, without destroying it.  Blocks until it is
+ * parked: a vCPU waiting on a missing page parks once the page arrives.
+ * A parked vCPU does not count as halted: the guest goes on without it.
+ * Before hk_vm_start the vCPU simply starts parked.  Never call it from a
+ * vCPU thread (a device model): it would wait for itself.  Returns 0, -EINVAL
+ * (no such vCPU) or -ESRCH (its thread has ended: halted or guest over;
+ * it is stopped all the same).
+ */
+int hk_vm_vcpu_park(struct hk_vm *vm, unsigned index);
+/* Let a parked vCPU run again.  0, -EINVAL, or -ESRCH (its thread ended). */
+int hk_vm_vcpu_resume(struct hk_vm *vm, unsigned index);
+
+/* Format version of the state messages hk_vm_vcpu_save writes (proto/vcpu.proto). */
+#define HK_VCPU_STATE_VERSION 1
+/* Most MSRs a state message may carry; hk moves about 40. */
+#define HK_VCPU_STATE_MAX_MSRS 64
+
+/*
+ * The whole architectural state of a stopped (parked or never started)
+ * vCPU as a serialized hk.vcpu.VcpuState: registers, segment and control
+ * registers, XSAVE area, XCRs, debug registers, pending events, the MSRs
+ * hk migrates and the guest TSC.  *buf is malloc'd (the caller frees it).
+ * Returns 0, or -EBUSY (vCPU running), -EINVAL, -errno with a line in err.
+ */
+int hk_vm_vcpu_save(struct hk_vm *vm, unsigned index, uint8_t **buf, size_t *len, char *err,
+		    size_t errlen);
+/*
+ * Load a state saved by hk_vm_vcpu_save (on this node or another) into
+ * stopped vCPU index of vm, whose guest memory must already hold the
+ * guest's pages.  Every field is checked first: a malformed message gets
+ * -EINVAL and a line in err and leaves the vCPU as it was; if KVM refuses
+ * a part of a well-formed one, the parts already written are put back.
+ * The guest TSC continues from the saved value plus the real time that
+ * passed since, so it never goes backwards.  Resume with hk_vm_vcpu_resume.
+ */
+int hk_vm_vcpu_restore(struct hk_vm *vm, unsigned index, const uint8_t *buf, size_t len,
+		       char *err, size_t errlen);
 
 #endif

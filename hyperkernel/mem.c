@@ -14,6 +14,7 @@
 
 #include "hk_internal.h"
 #include "mem_internal.h"
+#include "pool_internal.h"
 
 /* KVM caps one slot at 2^31 - 1 pages; stay well inside with 4 TiB slots. */
 #define HK_SLOT_MAX (4ull << 40)
@@ -114,6 +115,7 @@ void hk_mem_destroy(struct hk_mem *mem)
 	if (!mem)
 		return;
 	hk_fault_stop(mem);
+	hk_pool_free(mem);
 	if (mem->base)
 		munmap(mem->base, mem->size);
 	if (mem->zero)

@@ -7,6 +7,8 @@
 
 #include "hyperkernel.h"
 
+struct hk_pool;
+
 struct hk_mem {
 	uint8_t *base; /* one host mapping for all RAM ranges, back to back */
 	uint64_t size;
@@ -39,6 +41,10 @@ struct hk_mem {
 	void *wp_ctx;
 	_Atomic uint64_t wp_faults;
 
+	/* Pooled memory (pool.c), or NULL on a single node.  Set before the
+	 * first page is touched and never changed while the fault thread runs. */
+	struct hk_pool *pool;
+
 	_Atomic uint64_t resident_pages;
 	_Atomic uint64_t faults;
 	_Atomic uint64_t fault_races;
@@ -49,6 +55,8 @@ struct hk_mem {
 int hk_pagestate_init(struct hk_mem *mem);
 void hk_pagestate_free(struct hk_mem *mem);
 void hk_pagestate_wp_fault(struct hk_mem *mem, uint64_t addr);
+/* Guest-physical address of a frame (frames are offsets in base / 4 KiB). */
+uint64_t hk_mem_frame_gpa(const struct hk_mem *mem, uint64_t frame);
 
 /* fault.c */
 int hk_fault_start(struct hk_mem *mem, char *err, size_t errlen);

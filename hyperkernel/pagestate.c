@@ -21,6 +21,16 @@ uint64_t hk_mem_frame(const struct hk_mem *mem, uint64_t gpa)
 	return h ? (uint64_t)(h - mem->base) / HK_PAGE_SIZE : UINT64_MAX;
 }
 
+uint64_t hk_mem_frame_gpa(const struct hk_mem *mem, uint64_t frame)
+{
+	uint64_t off = frame * HK_PAGE_SIZE;
+
+	for (unsigned i = 0; i < mem->n_ranges; i++)
+		if (off >= mem->host_off[i] && off - mem->host_off[i] < mem->ranges[i].len)
+			return mem->ranges[i].gpa + (off - mem->host_off[i]);
+	return UINT64_MAX;
+}
+
 static _Atomic uint8_t *chunk_of(const struct hk_mem *mem, uint64_t frame, bool create)
 {
 	uint64_t c = frame / CHUNK_PAGES;
@@ -112,12 +122,8 @@ void hk_mem_set_wp_hook(struct hk_mem *mem, hk_wp_hook_fn fn, void *ctx)
 void hk_pagestate_wp_fault(struct hk_mem *mem, uint64_t addr)
 {
 	uint64_t off = (addr - (uintptr_t)mem->base) & ~(HK_PAGE_SIZE - 1);
-	uint64_t frame = off / HK_PAGE_SIZE, gpa = UINT64_MAX;
+	uint64_t frame = off / HK_PAGE_SIZE, gpa = hk_mem_frame_gpa(mem, frame);
 	uint8_t before;
-
-	for (unsigned i = 0; i < mem->n_ranges; i++)
-		if (off >= mem->host_off[i] && off - mem->host_off[i] < mem->ranges[i].len)
-			gpa = mem->ranges[i].gpa + (off - mem->host_off[i]);
 
 	/* Order matters: the page stops being a replica before the writer
 	 * can change it, and a writeback in flight learns it is stale. */

@@ -310,3 +310,16 @@ int hk_pvh_load(struct hk_mem *mem, const void *image, size_t size, const char *
 	}
 	return write_boot_info(mem, cmdline, err, errlen);
 }
+
+int hk_pvh_probe(struct hk_mem *mem, const void *image, size_t size, struct hk_boot_info *bi,
+		 char *err, size_t errlen)
+{
+	struct seg segs[PVH_MAX_PHDRS];
+	unsigned nseg = 0;
+	int ret;
+
+	ret = read_phdrs(image, size, segs, &nseg, err, errlen);
+	if (ret)
+		return ret;
+	return check_image(mem, image, size, segs, nseg, bi, err, errlen);
+}

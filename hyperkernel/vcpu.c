@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hk_internal.h"
@@ -45,6 +46,8 @@ int hk_vcpu_init(struct hk_vm *vm, unsigned index, char *err, size_t errlen)
 	pthread_once(&kick_once, kick_install);
 	v->vm = vm;
 	v->index = index;
+	atomic_store(&v->park_req, (vm->start_parked >> index) & 1);
+	v->parked = false;
 	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, index);
 	if (v->fd < 0) {
 		ret = -errno;
@@ -147,6 +150,26 @@ static bool vcpu_handle_exit(struct hk_vcpu *v)
 	}
 }
 
+/*
+ * The vCPU thread after KVM_RUN returned EINTR.  KVM finishes pending port
+ * I/O and MMIO before it honours immediate_exit, so the architectural
+ * state is whole here: a parked vCPU can be saved or overwritten.
+ */
+static void vcpu_park_wait(struct hk_vcpu *v)
+{
+	struct hk_vm *vm = v->vm;
+
+	if (!atomic_load(&v->park_req))
+		return;
+	pthread_mutex_lock(&vm->lock);
+	v->parked = true;
+	pthread_cond_broadcast(&vm->park_cv);
+	while (atomic_load(&v->park_req) && !atomic_load(&vm->stopping))
+		pthread_cond_wait(&vm->park_cv, &vm->lock);
+	v->parked = false;
+	pthread_mutex_unlock(&vm->lock);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct hk_vcpu *v = arg;
@@ -159,9 +182,13 @@ static void *vcpu_thread(void *arg)
 	tls_run = v->run;
 
 	while (!atomic_load(&vm->stopping)) {
+		/* A park request that raced with the kick still stops here. */
+		if (atomic_load(&v->park_req))
+			v->run->immediate_exit = 1;
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				v->run->immediate_exit = 0;
+				vcpu_park_wait(v);
 				continue;
 			}
 			hk_vm_finish(vm, HK_VM_CRASHED, 0, "vCPU %u: KVM_RUN: %s", v->index,
@@ -172,17 +199,92 @@ static void *vcpu_thread(void *arg)
 			break;
 	}
 	tls_run = NULL;
+	pthread_mutex_lock(&vm->lock);
+	v->running = false;
+	pthread_cond_broadcast(&vm->park_cv);
+	pthread_mutex_unlock(&vm->lock);
 	return NULL;
 }
 
 int hk_vcpu_start(struct hk_vcpu *v)
 {
-	int ret = pthread_create(&v->thread, NULL, vcpu_thread, v);
+	int ret;
 
-	if (ret)
+	pthread_mutex_lock(&v->vm->lock);
+	v->running = true;
+	pthread_mutex_unlock(&v->vm->lock);
+	ret = pthread_create(&v->thread, NULL, vcpu_thread, v);
+	if (ret) {
+		pthread_mutex_lock(&v->vm->lock);
+		v->running = false;
+		pthread_mutex_unlock(&v->vm->lock);
 		return -ret;
+	}
 	v->thread_started = true;
 	return 0;
+}
+
+/* ---- parking, for vCPU migration (vcpu_state.c) -------------------------- */
+
+int hk_vm_vcpu_park(struct hk_vm *vm, unsigned index)
+{
+	struct hk_vcpu *v;
+	int ret = 0;
+
+	if (index >= vm->n_vcpus)
+		return -EINVAL;
+	v = &vm->vcpus[index];
+	pthread_mutex_lock(&vm->lock);
+	atomic_store(&v->park_req, true);
+	/*
+	 * One kick is enough for a vCPU in KVM_RUN or between exits; one
+	 * blocked in a userfaultfd wait takes the signal only once its fault
+	 * is resolved.  The kick is repeated all the same: it is cheap, and a
+	 * thread that was just being created may have missed the first.
+	 */
+	while (v->running && !v->parked) {
+		struct timespec until;
+
+		hk_vcpu_kick(v);
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += 20 * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&vm->park_cv, &vm->lock, &until);
+	}
+	/* Not started yet: it will park before its first instruction. */
+	if (!v->parked && vm->result.state != HK_VM_CREATED)
+		ret = -ESRCH;
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
+int hk_vm_vcpu_resume(struct hk_vm *vm, unsigned index)
+{
+	struct hk_vcpu *v;
+	int ret;
+
+	if (index >= vm->n_vcpus)
+		return -EINVAL;
+	v = &vm->vcpus[index];
+	pthread_mutex_lock(&vm->lock);
+	atomic_store(&v->park_req, false);
+	ret = v->running || vm->result.state == HK_VM_CREATED ? 0 : -ESRCH;
+	pthread_cond_broadcast(&vm->park_cv);
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
+bool hk_vcpu_is_stopped(struct hk_vcpu *v)
+{
+	bool stopped;
+
+	pthread_mutex_lock(&v->vm->lock);
+	stopped = v->parked || !v->running;
+	pthread_mutex_unlock(&v->vm->lock);
+	return stopped;
 }
 
 void hk_vcpu_kick(struct hk_vcpu *v)

@@ -203,11 +203,17 @@ static int vm_boot(struct hk_vm *vm, char *err, size_t errlen)
 	ret = vm_build_cmdline(vm, &cmdline, err, errlen);
 	if (ret)
 		return ret;
-	ret = hk_pvh_load(vm->mem, vm->image, vm->image_len, cmdline, &vm->boot, err, errlen);
+	/* A pooled guest is loaded once, by node 0; writing it again from
+	 * every node would race with vCPUs already running it. */
+	if (hk_mem_pooled(vm->mem) && !vm->loader)
+		ret = hk_pvh_probe(vm->mem, vm->image, vm->image_len, &vm->boot, err, errlen);
+	else
+		ret = hk_pvh_load(vm->mem, vm->image, vm->image_len, cmdline, &vm->boot, err,
+				  errlen);
 	free(cmdline);
 	if (ret)
 		return ret;
-	if (hk_x86_write_boot_gdt(vm->mem)) {
+	if (vm->loader && hk_x86_write_boot_gdt(vm->mem)) {
 		snprintf(err, errlen, "cannot write the boot GDT");
 		return -EFAULT;
 	}
@@ -274,6 +280,7 @@ int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, 
 	for (unsigned i = 0; i < HK_MAX_VCPUS; i++)
 		vm->vcpus[i].fd = -1;
 	vm->n_vcpus = cfg->vcpus;
+	vm->start_parked = cfg->start_parked;
 	vm->console = cfg->console;
 	vm->console_ctx = cfg->console_ctx;
 	vm->n_disks = cfg->n_disks;
@@ -282,6 +289,7 @@ int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, 
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&vm->done, &ca);
+	pthread_cond_init(&vm->park_cv, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&vm->serial.lock, NULL);
 
@@ -297,6 +305,12 @@ int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, 
 	ret = hk_mem_create(cfg->memory, cfg->fault_window, &vm->mem, err, errlen);
 	if (ret)
 		goto fail;
+	vm->loader = !cfg->pool || cfg->pool->self == 0;
+	if (cfg->pool) {
+		ret = hk_mem_pool(vm->mem, cfg->pool, err, errlen);
+		if (ret)
+			goto fail;
+	}
 	vm->replicas = cfg->replicas;
 	vm->node_id = cfg->node_id;
 	if (vm->replicas) {
@@ -381,6 +395,7 @@ void hk_vm_finish(struct hk_vm *vm, enum hk_vm_state state, int exit_status, con
 	vm->result.runtime_ns = vm->start_ns ? hk_now_ns() - vm->start_ns : 0;
 	atomic_store(&vm->stopping, true);
 	pthread_cond_broadcast(&vm->done);
+	pthread_cond_broadcast(&vm->park_cv); /* parked vCPUs end too */
 	pthread_mutex_unlock(&vm->lock);
 
 	for (unsigned i = 0; i < vm->n_vcpus; i++)
@@ -448,6 +463,7 @@ void hk_vm_destroy(struct hk_vm *vm)
 	free(vm->image);
 	free(vm->user_cmdline);
 	pthread_cond_destroy(&vm->done);
+	pthread_cond_destroy(&vm->park_cv);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_mutex_destroy(&vm->serial.lock);
 	free(vm);
@@ -503,4 +519,9 @@ void hk_vm_set_replicas(struct hk_vm *vm, struct hk_replica *replicas)
 uint64_t hk_vm_memory(const struct hk_vm *vm)
 {
 	return hk_mem_size(vm->mem);
+}
+
+void hk_vm_end(struct hk_vm *vm, enum hk_vm_state state, int exit_status, const char *reason)
+{
+	hk_vm_finish(vm, state, exit_status, "%s", reason ? reason : "");
 }

@@ -1,0 +1,98 @@
+/*
+ * Internal to hyperkernel/: the page-coherence engine of pooled memory.
+ *
+ * One engine per node and guest memory.  Everything it owns is guarded by
+ * one mutex: the directory of the frames homed here, home transactions in
+ * flight, requests queued behind them, and the local page states
+ * (HK_PG_SHARED / HK_PG_EXCL / HK_PG_PENDING in the page-flag bytes).
+ * Holding the lock, the engine only issues userfaultfd ioctls, madvise and
+ * memcpy from pages it knows are present, and queues messages: it never
+ * touches a missing page, so it cannot wait on itself.
+ */
+#ifndef HK_POOL_INTERNAL_H
+#define HK_POOL_INTERNAL_H
+
+#include <pthread.h>
+
+#include "coh.pb-c.h"
+#include "mem_internal.h"
+
+#define POOL_WIRE_VERSION 1
+/* Never-written frames granted per zero reply to another node: a
+ * sequential first touch costs one round trip per 256 KiB, not per page. */
+#define POOL_ZERO_BATCH 64u
+#define POOL_DIR_CHUNK	512u
+/* Page-flag bit private to the engine: the frame sits in the eviction FIFO. */
+#define POOL_PG_INFIFO 0x40
+
+/* Directory state of a frame at its home. */
+enum pool_dir_state { DIR_UNTOUCHED = 0, DIR_SHARED, DIR_EXCL };
+
+/* 16 bytes per homed frame, allocated per 512 frames on first use. */
+struct pool_dirent {
+	uint64_t sharers; /* DIR_SHARED: bit per node; the home's bit is always set */
+	uint8_t state;
+	uint8_t owner; /* DIR_EXCL */
+	uint8_t busy;  /* a transaction waits on other nodes */
+	uint8_t pad[5];
+};
+
+/* A request the home is resolving, or one queued behind a busy frame. */
+struct pool_txn {
+	struct pool_txn *next;
+	uint64_t frame;
+	unsigned from;
+	bool write;
+	unsigned acks_left;	 /* invalidations not yet acknowledged */
+	bool have_data;		 /* data holds the frame's content */
+	uint8_t data[HK_PAGE_SIZE];
+};
+
+struct hk_pool {
+	struct hk_mem *mem;
+	pthread_mutex_t lock;
+	struct hk_pool_config cfg;
+	uint64_t n_frames;
+	uint64_t home_start[HK_POOL_MAX_NODES + 1]; /* node i homes [start[i], start[i+1]) */
+
+	struct pool_dirent **dir; /* chunks over this node's home frames */
+	uint64_t dir_chunks;
+	struct pool_txn *active; /* busy frames' transactions */
+	struct pool_txn *queued; /* requests waiting for a busy frame, FIFO */
+
+	/* Frames not homed here, in the order they arrived: eviction victims. */
+	uint64_t *fifo;
+	uint64_t fifo_cap, fifo_head, fifo_len;
+	uint64_t budget_pages;
+	bool warned_budget;
+
+	uint8_t scratch[HK_PAGE_SIZE]; /* page copies made under the lock */
+	struct hk_pool_stats st;
+};
+
+/* pool.c */
+void hk_pool_fault(struct hk_mem *mem, uint64_t addr, bool write, bool wp);
+void hk_pool_free(struct hk_mem *mem);
+unsigned pool_home(const struct hk_pool *p, uint64_t frame);
+void pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t frame,
+	       uint32_t count, bool exclusive, const void *data);
+
+/* pool_home.c: the directory side (lock held) */
+void pool_home_request(struct hk_pool *p, unsigned from, uint64_t frame, bool write);
+void pool_home_evict(struct hk_pool *p, unsigned from, uint64_t frame);
+void pool_home_writeback(struct hk_pool *p, unsigned from, uint64_t frame, const uint8_t *data);
+void pool_home_inv_ack(struct hk_pool *p, unsigned from, uint64_t frame);
+void pool_home_fetch_reply(struct hk_pool *p, unsigned from, uint64_t frame, const uint8_t *data);
+struct pool_dirent *pool_dirent(struct hk_pool *p, uint64_t frame);
+
+/* pool_page.c: this node's copies (lock held) */
+void pool_page_install(struct hk_pool *p, uint64_t frame, const uint8_t *data, bool exclusive);
+void pool_page_zero(struct hk_pool *p, uint64_t frame, uint64_t count);
+void pool_page_upgrade(struct hk_pool *p, uint64_t frame);
+void pool_page_drop(struct hk_pool *p, uint64_t frame);
+void pool_page_protect(struct hk_pool *p, uint64_t frame);
+const uint8_t *pool_page_copy(struct hk_pool *p, uint64_t frame);
+void pool_page_wake(struct hk_pool *p, uint64_t frame);
+void pool_evict(struct hk_pool *p);
+
+#endif

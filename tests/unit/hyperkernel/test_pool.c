@@ -1,0 +1,417 @@
+/*
+ * Pooled memory without KVM: three "nodes" in one process, each its own
+ * guest-memory mapping with its own userfaultfd and coherence engine, and
+ * threads that play vCPUs by touching those mappings.  Every access really
+ * faults into the kernel and is resolved by the engine; messages between
+ * engines go through per-node delivery threads (asynchronous, FIFO per
+ * pair, like the fabric).  The libfabric path itself is covered by the
+ * cluster tests; here the subject is the protocol: data moves, copies are
+ * invalidated, ownership is exclusive, eviction gives pages back.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "coh.pb-c.h"
+#include "hyperkernel.h"
+
+#define NODES	 3
+#define GUEST	 (64ull << 20)
+#define NODE_MEM (32ull << 20)
+
+struct qmsg {
+	struct qmsg *next;
+	unsigned from;
+	size_t len;
+	uint8_t buf[];
+};
+
+struct node {
+	struct hk_mem *mem;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct qmsg *head, *tail;
+	bool stop;
+	unsigned self;
+};
+
+static struct node nodes[NODES];
+static _Atomic uint64_t sent;
+
+static int q_send(void *ctx, unsigned to, const void *msg, size_t len)
+{
+	struct node *from = ctx, *n = &nodes[to];
+	struct qmsg *m = malloc(sizeof(*m) + len);
+
+	if (!m)
+		return -ENOMEM;
+	m->next = NULL;
+	m->from = from->self;
+	m->len = len;
+	memcpy(m->buf, msg, len);
+	pthread_mutex_lock(&n->lock);
+	if (n->tail)
+		n->tail->next = m;
+	else
+		n->head = m;
+	n->tail = m;
+	pthread_cond_signal(&n->cond);
+	pthread_mutex_unlock(&n->lock);
+	atomic_fetch_add(&sent, 1);
+	return 0;
+}
+
+static const struct hk_pool_transport q_transport = {
+	.size = sizeof(struct hk_pool_transport),
+	.send = q_send,
+};
+
+static void *deliver_thread(void *arg)
+{
+	struct node *n = arg;
+
+	pthread_mutex_lock(&n->lock);
+	for (;;) {
+		struct qmsg *m;
+
+		while (!n->head && !n->stop)
+			pthread_cond_wait(&n->cond, &n->lock);
+		if (!n->head)
+			break;
+		m = n->head;
+		n->head = m->next;
+		if (!n->head)
+			n->tail = NULL;
+		pthread_mutex_unlock(&n->lock);
+		hk_mem_pool_deliver(n->mem, m->from, m->buf, m->len);
+		free(m);
+		pthread_mutex_lock(&n->lock);
+	}
+	pthread_mutex_unlock(&n->lock);
+	return NULL;
+}
+
+static void pool_setup(uint64_t node_mem)
+{
+	char err[256];
+
+	for (unsigned i = 0; i < NODES; i++) {
+		struct hk_pool_config cfg = {
+			.self = i,
+			.n_nodes = NODES,
+			.transport = &q_transport,
+			.ctx = &nodes[i],
+			.guest = 7,
+		};
+		int ret;
+
+		for (unsigned j = 0; j < NODES; j++)
+			cfg.node_memory[j] = node_mem;
+		nodes[i] = (struct node){.self = i};
+		pthread_mutex_init(&nodes[i].lock, NULL);
+		pthread_cond_init(&nodes[i].cond, NULL);
+		ret = hk_mem_create(GUEST, 64 << 10, &nodes[i].mem, err, sizeof(err));
+		cr_assert_eq(ret, 0, "hk_mem_create: %s", err);
+		if (!hk_mem_can_protect(nodes[i].mem)) {
+			for (unsigned j = 0; j <= i; j++)
+				hk_mem_destroy(nodes[j].mem);
+			cr_skip_test("userfaultfd write-protect not available here");
+		}
+		ret = hk_mem_pool(nodes[i].mem, &cfg, err, sizeof(err));
+		cr_assert_eq(ret, 0, "hk_mem_pool: %s", err);
+	}
+	for (unsigned i = 0; i < NODES; i++)
+		pthread_create(&nodes[i].thread, NULL, deliver_thread, &nodes[i]);
+}
+
+static void setup(void)
+{
+	pool_setup(NODE_MEM);
+}
+
+static void teardown(void)
+{
+	/* Delivery stops first, then the fault threads and the engines. */
+	for (unsigned i = 0; i < NODES; i++) {
+		pthread_mutex_lock(&nodes[i].lock);
+		nodes[i].stop = true;
+		pthread_cond_signal(&nodes[i].cond);
+		pthread_mutex_unlock(&nodes[i].lock);
+		pthread_join(nodes[i].thread, NULL);
+	}
+	for (unsigned i = 0; i < NODES; i++) {
+		while (nodes[i].head) {
+			struct qmsg *m = nodes[i].head;
+
+			nodes[i].head = m->next;
+			free(m);
+		}
+		hk_mem_destroy(nodes[i].mem);
+	}
+}
+
+/* Host pointer to guest-physical gpa as node n sees it. */
+static volatile uint64_t *at(unsigned n, uint64_t gpa)
+{
+	return hk_mem_gpa(nodes[n].mem, gpa, 8);
+}
+
+static uint64_t pattern(uint64_t gpa, uint64_t round)
+{
+	return (gpa * 0x9e3779b97f4a7c15ull) ^ (round << 56) ^ 0x5a5a;
+}
+
+static uint64_t now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec;
+}
+
+TestSuite(pool, .init = setup, .fini = teardown);
+
+Test(pool, homes_are_contiguous_and_cover_all_memory)
+{
+	int last = 0;
+
+	for (uint64_t gpa = 0; gpa < GUEST; gpa += 2ull << 20) {
+		int h = hk_mem_pool_home(nodes[0].mem, gpa);
+
+		cr_assert(h >= last && h < NODES, "gpa 0x%llx home %d", (unsigned long long)gpa, h);
+		cr_assert_eq(h, hk_mem_pool_home(nodes[2].mem, gpa), "nodes disagree on a home");
+		last = h;
+	}
+	cr_assert_eq(last, NODES - 1);
+	cr_assert_eq(hk_mem_pool_home(nodes[0].mem, GUEST), -1);
+}
+
+/* One node writes every page (more than its budget), the others read it all. */
+Test(pool, writes_on_one_node_are_read_on_every_other)
+{
+	struct hk_pool_stats st;
+
+	for (uint64_t gpa = 0; gpa < GUEST; gpa += 512)
+		*at(1, gpa) = pattern(gpa, 1);
+	for (unsigned n = 0; n < NODES; n += 2)
+		for (uint64_t gpa = 0; gpa < GUEST; gpa += 512)
+			cr_assert_eq(*at(n, gpa), pattern(gpa, 1), "node %u gpa 0x%llx", n,
+				     (unsigned long long)gpa);
+	/* And node 1 still sees its own writes after the pages moved. */
+	for (uint64_t gpa = 0; gpa < GUEST; gpa += 4096)
+		cr_assert_eq(*at(1, gpa), pattern(gpa, 1));
+
+	hk_mem_pool_stats(nodes[1].mem, &st);
+	cr_assert_gt(st.remote_faults, 0);
+	cr_assert_gt(st.evictions, 0, "64 MiB written on a node with 32 MiB must evict");
+	cr_assert_leq(st.resident_pages, st.budget_pages + 64);
+	cr_assert_eq(st.bad_msgs, 0);
+	hk_mem_pool_stats(nodes[0].mem, &st);
+	cr_assert_eq(st.bad_msgs, 0);
+}
+
+/* A write after reads on every node: every copy is invalidated. */
+Test(pool, a_write_invalidates_every_shared_copy)
+{
+	const uint64_t gpa = 40ull << 20; /* homed on node 1 or 2 */
+	struct hk_pool_stats st;
+	uint64_t inv = 0;
+
+	*at(0, gpa) = 1;
+	for (unsigned n = 0; n < NODES; n++)
+		cr_assert_eq(*at(n, gpa), 1);
+	for (uint64_t round = 2; round < 50; round++) {
+		unsigned w = round % NODES;
+
+		*at(w, gpa) = round;
+		for (unsigned n = 0; n < NODES; n++)
+			cr_assert_eq(*at(n, gpa), round, "round %llu node %u",
+				     (unsigned long long)round, n);
+	}
+	for (unsigned n = 0; n < NODES; n++) {
+		hk_mem_pool_stats(nodes[n].mem, &st);
+		inv += st.invalidations;
+		cr_assert_eq(st.bad_msgs, 0);
+	}
+	cr_assert_gt(inv, 40);
+}
+
+struct worker {
+	unsigned node;
+	unsigned iters;
+	bool ok;
+};
+
+#define LOCK_GPA    (4ull << 20)	  /* homed on node 0 */
+#define COUNTER_GPA ((60ull << 20) + 8) /* homed on node 2 */
+
+static void *count_worker(void *arg)
+{
+	struct worker *w = arg;
+	volatile uint64_t *lock = at(w->node, LOCK_GPA), *ctr = at(w->node, COUNTER_GPA);
+
+	for (unsigned i = 0; i < w->iters; i++) {
+		while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE))
+			while (__atomic_load_n(lock, __ATOMIC_RELAXED))
+				__builtin_ia32_pause();
+		*ctr = *ctr + 1; /* plain read-modify-write: only the lock protects it */
+		__atomic_store_n(lock, 0, __ATOMIC_RELEASE);
+	}
+	w->ok = true;
+	return NULL;
+}
+
+/* Mutual exclusion across nodes: a lock on one page guards a counter on another. */
+Test(pool, lock_protected_counter_is_exact_across_nodes)
+{
+	struct worker w[NODES];
+	pthread_t t[NODES];
+
+	for (unsigned n = 0; n < NODES; n++) {
+		w[n] = (struct worker){.node = n, .iters = 300};
+		pthread_create(&t[n], NULL, count_worker, &w[n]);
+	}
+	for (unsigned n = 0; n < NODES; n++) {
+		pthread_join(t[n], NULL);
+		cr_assert(w[n].ok);
+	}
+	for (unsigned n = 0; n < NODES; n++)
+		cr_assert_eq(*at(n, COUNTER_GPA), 300 * NODES, "node %u sees %llu", n,
+			     (unsigned long long)*at(n, COUNTER_GPA));
+}
+
+#define DATA_GPA (10ull << 20) /* node 0 */
+#define FLAG_GPA (50ull << 20) /* node 2 */
+#define ACK_GPA	 (30ull << 20) /* node 1 */
+#define MP_ITERS 300
+
+static void *mp_reader(void *arg)
+{
+	struct worker *w = arg;
+	volatile uint64_t *data = at(1, DATA_GPA), *flag = at(1, FLAG_GPA), *ack = at(1, ACK_GPA);
+	uint64_t deadline = now_s() + 60;
+
+	w->ok = true;
+	for (uint64_t i = 1; i <= MP_ITERS; i++) {
+		while (*flag != i)
+			if (now_s() > deadline) {
+				w->ok = false;
+				return NULL;
+			}
+		/* TSO: the data store came before the flag store. */
+		if (*data != i * 3) {
+			w->ok = false;
+			return NULL;
+		}
+		*ack = i;
+	}
+	return NULL;
+}
+
+/* Message passing across three homes: data, then flag; the reader never sees the flag first. */
+Test(pool, message_passing_never_sees_the_flag_before_the_data)
+{
+	volatile uint64_t *data = at(0, DATA_GPA), *flag = at(0, FLAG_GPA), *ack = at(0, ACK_GPA);
+	struct worker w = {0};
+	uint64_t deadline = now_s() + 60;
+	pthread_t t;
+
+	pthread_create(&t, NULL, mp_reader, &w);
+	for (uint64_t i = 1; i <= MP_ITERS; i++) {
+		*data = i * 3;
+		*flag = i;
+		while (*ack != i && w.ok && now_s() < deadline)
+			;
+	}
+	pthread_join(t, NULL);
+	cr_assert(w.ok, "reader saw the flag without the data, or timed out");
+	cr_assert_eq(*ack, MP_ITERS);
+}
+
+static void deliver_raw(unsigned to, unsigned from, const Hk__Coh__CohMsg *m)
+{
+	uint8_t buf[HK_POOL_MSG_MAX];
+	size_t len = hk__coh__coh_msg__pack(m, buf);
+
+	hk_mem_pool_deliver(nodes[to].mem, from, buf, len);
+}
+
+/* Forged or malformed messages are counted and dropped; the data stays right. */
+Test(pool, bad_messages_are_dropped_and_change_nothing)
+{
+	const uint64_t gpa = 12ull << 20; /* homed on node 0 */
+	uint64_t frame = hk_mem_frame(nodes[0].mem, gpa);
+	Hk__Coh__CohMsg m = HK__COH__COH_MSG__INIT;
+	uint8_t page[4096];
+	struct hk_pool_stats st;
+	uint8_t junk[64];
+
+	memset(page, 0xee, sizeof(page));
+	*at(1, gpa) = 42;
+
+	memset(junk, 0xff, sizeof(junk));
+	hk_mem_pool_deliver(nodes[0].mem, 1, junk, sizeof(junk)); /* not protobuf */
+	m.version = 1;
+	m.guest = 7;
+	m.type = HK__COH__COH_TYPE__COH_DATA; /* data for a page node 2 does not home */
+	m.frame = frame;
+	m.exclusive = true;
+	m.data.data = page;
+	m.data.len = sizeof(page);
+	deliver_raw(1, 2, &m);
+	m.type = HK__COH__COH_TYPE__COH_READ; /* frame past the end */
+	m.frame = GUEST / 4096;
+	m.data.len = 0;
+	deliver_raw(0, 1, &m);
+	m.frame = frame; /* an older boot's message */
+	m.guest = 6;
+	deliver_raw(0, 1, &m);
+	m.guest = 7;
+	m.type = HK__COH__COH_TYPE__COH_ZERO; /* more frames than a grant may hold */
+	m.count = 100000;
+	deliver_raw(1, 0, &m);
+	m.type = HK__COH__COH_TYPE__COH_WRITEBACK; /* write-back without data */
+	m.count = 0;
+	deliver_raw(0, 2, &m);
+	m.type = HK__COH__COH_TYPE__COH_INV_ACK; /* ack nobody waits for */
+	deliver_raw(0, 2, &m);
+	deliver_raw(0, 0, &m); /* from itself */
+
+	hk_mem_pool_stats(nodes[0].mem, &st);
+	cr_assert_geq(st.bad_msgs, 6);
+	hk_mem_pool_stats(nodes[1].mem, &st);
+	cr_assert_geq(st.bad_msgs, 2);
+	for (unsigned n = 0; n < NODES; n++)
+		cr_assert_eq(*at(n, gpa), 42);
+}
+
+static void small_setup(void)
+{
+	pool_setup(24ull << 20);
+}
+
+TestSuite(pool_small, .init = small_setup, .fini = teardown);
+
+/* 64 MiB guest over three nodes of 24 MiB: more than any one node holds. */
+Test(pool_small, every_node_writes_more_than_it_holds)
+{
+	struct hk_pool_stats st;
+
+	for (unsigned n = 0; n < NODES; n++)
+		for (uint64_t gpa = 0; gpa < GUEST; gpa += 4096)
+			*at(n, gpa + n * 8) = pattern(gpa, n);
+	for (unsigned n = 0; n < NODES; n++)
+		for (uint64_t gpa = 0; gpa < GUEST; gpa += 4096)
+			for (unsigned k = 0; k < NODES; k++)
+				cr_assert_eq(*at(n, gpa + k * 8), pattern(gpa, k));
+	for (unsigned n = 0; n < NODES; n++) {
+		hk_mem_pool_stats(nodes[n].mem, &st);
+		cr_assert_leq(st.resident_pages, st.budget_pages + 64, "node %u over budget", n);
+		cr_assert_eq(st.bad_msgs, 0);
+	}
+}
