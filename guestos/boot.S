@@ -16,9 +16,18 @@
 #define CR0_PG (1 << 31)
 #define CR4_PAE (1 << 5)
 
-/* Page-table entry bits: present, writable, user (ring 3 runs everything). */
-#define PTE_PWU 0x7
-#define PDE_2M_PWU 0x87 /* plus PS: 2 MiB page */
+/*
+ * Page-table entry bits: present, writable, user (ring 3 runs everything),
+ * with Accessed (0x20) preset, and Dirty (0x40) too on the 2 MiB leaves.
+ * Without them the CPU's page walker writes A/D into these tables on a
+ * page's first use, i.e. every vCPU's first touch of a 2 MiB page dirties
+ * a page-table page: under pooled memory (issue 4) that write makes the
+ * page-table pages bounce between nodes like contended data. Preset, the
+ * walker only reads them, so every node can keep a shared read-only copy.
+ * Nothing in guestos reads A/D.
+ */
+#define PTE_PWU 0x27		/* P | W | U | A */
+#define PDE_2M_PWU 0xe7		/* P | W | U | A | D | PS: 2 MiB page */
 #define PDE_PCD_PWT 0x18 /* uncached (PAT entry 3 = UC at reset) */
 #define MMIO_HOLE_GIB 3  /* 3-4 GiB: device windows (docs/boot-abi.md), never RAM */
 

@@ -211,8 +211,12 @@ extern const struct workload workload_kvdb;
 extern const struct workload workload_blkstress;
 extern const struct workload workload_blkbad;
 extern const struct workload workload_blkbench;
+extern const struct workload workload_litmus;
+extern const struct workload workload_psort;
 
 void smp_barrier(void);
+/* The vCPUs the workload will run on (hk.vcpus or guestos.sipi), for parse(). */
+unsigned smp_nr_vcpus(const struct cmdline *cl);
 NORETURN void task_main(unsigned cpu);
 
 /* ---- virtio_mmio.c: virtio 1.x MMIO transport (version 2), split rings --- */

@@ -51,6 +51,8 @@ static const struct workload *const workloads[] = {
     &workload_blkstress,
     &workload_blkbad,
     &workload_blkbench,
+    &workload_litmus,
+    &workload_psort,
 };
 
 #define NR_WORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
@@ -83,6 +85,17 @@ void smp_barrier(void)
 	}
 	while (__atomic_load_n(&barrier.gen, __ATOMIC_ACQUIRE) == gen)
 		cpu_relax();
+}
+
+unsigned smp_nr_vcpus(const struct cmdline *cl)
+{
+	/*
+	 * hk.vcpus counts the vCPUs hyperkernel started. Without the boot
+	 * magic nobody else enters unless we wake them (guestos.sipi).
+	 */
+	if (guestos_hyperkernel)
+		return cl->vcpus ? cl->vcpus : 1;
+	return cl->sipi ? cl->sipi : 1;
 }
 
 /* "memtest, hello, fault": for one-line errors. */
@@ -118,14 +131,7 @@ static NORETURN void boot_main(void)
 		debug_exit(GUESTOS_EXIT_CMDLINE);
 	if (cmdline_parse(&cl, bi->cmdline) < 0)
 		debug_exit(GUESTOS_EXIT_CMDLINE);
-	/*
-	 * hk.vcpus counts the vCPUs hyperkernel started. Without the boot
-	 * magic nobody else enters unless we wake them (guestos.sipi).
-	 */
-	if (guestos_hyperkernel)
-		nr = cl.vcpus ? cl.vcpus : 1;
-	else
-		nr = cl.sipi ? cl.sipi : 1;
+	nr = smp_nr_vcpus(&cl);
 	printk("guestos: %u vCPU%s, %lu MiB RAM, cmdline \"%s\"\n", nr, nr == 1 ? "" : "s",
 	       bi->ram_bytes >> 20, bi->cmdline);
 	if (!guestos_hyperkernel && cl.vcpus)

@@ -194,3 +194,58 @@ Test(hkd_run, guest_rejects_bad_cmdline)
 	cr_assert_eq(r.status, 5, "status %d: %s", r.status, r.out);
 	hk_proc_result_free(&r);
 }
+
+/* The guest's console when `hkd run` exits with want; the caller frees it. */
+static char *run_guest(const char *vcpus, const char *cmdline, int want)
+{
+	char *argv[] = {hkd, "run", "--kernel", (char *)guestos(), "--memory", "256M", "--vcpus",
+			(char *)vcpus, "--cmdline", (char *)cmdline, NULL};
+	struct hk_proc_result r;
+	char *out;
+
+	hk_run(argv, 300, &r);
+	cr_assert_eq(r.status, want, "'%s' on %s vCPUs: status %d (want %d); stderr %s; console %s",
+		     cmdline, vcpus, r.status, want, r.err, r.out);
+	out = strdup(r.out);
+	hk_proc_result_free(&r);
+	return out;
+}
+
+/*
+ * x86-TSO between two KVM vCPUs, and the counting of forbidden outcomes
+ * (inject=). Few iterations: the suite's VM has one CPU, so every
+ * handshake waits for the host to switch vCPU threads (~7 ms).
+ */
+Test(hkd_run, litmus_two_vcpus)
+{
+	char *out;
+
+	need_kvm();
+	out = run_guest("2", "litmus iters=500", 1);
+	cr_assert(strstr(out, "litmus: mp iters=500 forbidden=0 ") &&
+		      strstr(out, "litmus: sbfence iters=500 forbidden=0 ") &&
+		      strstr(out, "\nlitmus ok\n"),
+		  "console: %s", out);
+	free(out);
+
+	out = run_guest("2", "litmus test=mp iters=200 inject=20", 3);
+	cr_assert(strstr(out, "litmus: mp iters=200 forbidden=10 "), "console: %s", out);
+	free(out);
+}
+
+/* psort's lock and shared pages between KVM vCPUs: same checksum on 1 and 4. */
+Test(hkd_run, psort_checksum_does_not_depend_on_vcpu_count)
+{
+	char *a, *b;
+
+	need_kvm();
+	a = run_guest("1", "psort n=256K chunk=4096 seed=3", 1);
+	b = run_guest("4", "psort n=256K chunk=4096 seed=3", 1);
+	cr_assert(strstr(a, "\npsort ok\n") && strstr(b, "\npsort ok\n"), "consoles:\n%s\n%s", a,
+		  b);
+	cr_assert(strstr(a, "psort checksum 0x") && strstr(b, "psort checksum 0x"),
+		  "consoles:\n%s\n%s", a, b);
+	cr_assert_str_eq(strstr(a, "psort checksum 0x"), strstr(b, "psort checksum 0x"));
+	free(a);
+	free(b);
+}
