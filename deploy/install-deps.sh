@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(gcc libc6-dev meson ninja-build pkg-config
       libfabric-dev liburing-dev libprotobuf-c-dev protobuf-c-compiler
-      libinih-dev libjansson-dev)
+      libinih-dev libjansson-dev libxxhash-dev)
 if [ ! -c /dev/kvm ]; then
 	# No KVM here: deploy/run-in-vm.sh boots Debian's kernel in QEMU (TCG)
 	# with an emulated SVM CPU, which gives a real /dev/kvm inside.

@@ -6,6 +6,8 @@
 #include "fabric.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +29,11 @@ struct hk_fabric {
 	struct fid_av *av;
 	struct fid_cq *cq;
 	struct fid_ep *ep;
-	uint64_t next_key; /* requested MR keys when the provider does not pick them */
+	int wait_fd;	       /* CQ wait fd (FI_WAIT_FD), or -1: nap instead */
+	uint64_t idle_since;   /* ns when the current idle period began, 0 = busy */
+	unsigned nap_us;       /* current nap step without a wait fd */
+	size_t tx_outstanding; /* sends posted and not completed yet */
+	uint64_t next_key;     /* requested MR keys when the provider does not pick them */
 	/* completions read while a post waited on -FI_EAGAIN, returned first by poll */
 	size_t backlog_head, backlog_count;
 	struct hk_fabric_cqe backlog[HK_FABRIC_BACKLOG];
@@ -77,8 +83,13 @@ static int provider_valid(const char *s)
 	return part > 0;
 }
 
-/* fi_getinfo for an RDM endpoint of provider with caps; *info on success. */
-static int getinfo(const char *provider, uint64_t caps, struct fi_info **info)
+/*
+ * fi_getinfo for an RDM endpoint of provider with caps, at node:service
+ * (flags FI_SOURCE: ours, 0: a peer's), with sends ordered per peer pair
+ * (FI_ORDER_SAS: the coherence protocol relies on it); *info on success.
+ */
+static int getinfo(const char *provider, uint64_t caps, const char *node, const char *service,
+		   uint64_t flags, struct fi_info **info)
 {
 	struct fi_info *hints = fi_allocinfo();
 	int ret;
@@ -89,6 +100,8 @@ static int getinfo(const char *provider, uint64_t caps, struct fi_info **info)
 	hints->ep_attr->type = FI_EP_RDM;
 	hints->domain_attr->av_type = FI_AV_TABLE;
 	hints->domain_attr->threading = FI_THREAD_DOMAIN;
+	hints->tx_attr->msg_order = FI_ORDER_SAS;
+	hints->rx_attr->msg_order = FI_ORDER_SAS;
 	/* What we can honour: local descriptors, virtual addresses, provider keys
 	 * (verbs and efa need some of these; tcp and shm ask for none). */
 	hints->domain_attr->mr_mode =
@@ -98,16 +111,49 @@ static int getinfo(const char *provider, uint64_t caps, struct fi_info **info)
 		fi_freeinfo(hints);
 		return -FI_ENOMEM;
 	}
-	ret =
-	    fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), NULL, NULL, 0, hints, info);
+	ret = fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), node, service, flags,
+			 hints, info);
 	fi_freeinfo(hints); /* frees prov_name too */
 	return ret;
 }
 
+/* The CQ, with a wait fd when asked and the provider has one. */
+static int cq_open(struct hk_fabric *f, bool wait, char *err, size_t errlen)
+{
+	struct fi_cq_attr cq_attr = {.format = FI_CQ_FORMAT_TAGGED, .wait_obj = FI_WAIT_NONE};
+	int ret;
+
+	cq_attr.size = f->info->rx_attr->size + f->info->tx_attr->size;
+	if (wait) {
+		cq_attr.wait_obj = FI_WAIT_FD;
+		ret = fi_cq_open(f->domain, &cq_attr, &f->cq, NULL);
+		if (!ret) {
+			ret = fi_control(&f->cq->fid, FI_GETWAIT, &f->wait_fd);
+			if (!ret)
+				return 0;
+			fi_close(&f->cq->fid);
+			f->cq = NULL;
+		}
+		f->wait_fd = -1; /* e.g. shm: -FI_ENOSYS; nap instead */
+		cq_attr.wait_obj = FI_WAIT_NONE;
+	}
+	ret = fi_cq_open(f->domain, &cq_attr, &f->cq, NULL);
+	return ret ? fierr(err, errlen, "fi_cq_open", ret) : 0;
+}
+
 int hk_fabric_open(const char *provider, struct hk_fabric **out, char *err, size_t errlen)
 {
+	struct hk_fabric_opts o = {.size = sizeof(o), .provider = provider};
+
+	return hk_fabric_open_opts(&o, out, err, errlen);
+}
+
+int hk_fabric_open_opts(const struct hk_fabric_opts *o, struct hk_fabric **out, char *err,
+			size_t errlen)
+{
 	struct fi_av_attr av_attr = {.type = FI_AV_TABLE};
-	struct fi_cq_attr cq_attr = {.format = FI_CQ_FORMAT_TAGGED, .wait_obj = FI_WAIT_NONE};
+	const char *provider = o->provider, *node = o->src_node, *service = o->src_service;
+	uint64_t flags = node || service ? FI_SOURCE : 0;
 	struct hk_fabric *f;
 	int ret;
 
@@ -125,13 +171,17 @@ int hk_fabric_open(const char *provider, struct hk_fabric **out, char *err, size
 		return -ENOMEM;
 	}
 	f->next_key = 1;
+	f->wait_fd = -1;
 
-	ret = getinfo(provider, FI_MSG | FI_TAGGED | FI_RMA, &f->info);
+	ret = getinfo(provider, FI_MSG | FI_TAGGED | FI_RMA, node, service, flags, &f->info);
 	if (ret == -FI_ENODATA)
-		ret = getinfo(provider, FI_MSG | FI_TAGGED, &f->info);
+		ret = getinfo(provider, FI_MSG | FI_TAGGED, node, service, flags, &f->info);
 	if (ret) {
-		seterr(err, errlen, "fi_getinfo: no RDM endpoint from provider '%s': %s (%d)",
-		       provider, fi_strerror(-ret), ret);
+		seterr(err, errlen,
+		       "fi_getinfo: no RDM endpoint from provider '%s'%s%s%s%s with ordered sends: "
+		       "%s (%d)",
+		       provider, node ? " at " : "", node ? node : "", service ? ":" : "",
+		       service ? service : "", fi_strerror(-ret), ret);
 		goto fail;
 	}
 	ret = fi_fabric(f->info->fabric_attr, &f->fabric, NULL);
@@ -149,16 +199,23 @@ int hk_fabric_open(const char *provider, struct hk_fabric **out, char *err, size
 		fierr(err, errlen, "fi_av_open", ret);
 		goto fail;
 	}
-	cq_attr.size = f->info->rx_attr->size + f->info->tx_attr->size;
-	ret = fi_cq_open(f->domain, &cq_attr, &f->cq, NULL);
-	if (ret) {
-		fierr(err, errlen, "fi_cq_open", ret);
+	ret = cq_open(f, o->wait, err, errlen);
+	if (ret)
 		goto fail;
-	}
 	ret = fi_endpoint(f->domain, f->info, &f->ep, NULL);
 	if (ret) {
 		fierr(err, errlen, "fi_endpoint", ret);
 		goto fail;
+	}
+	/* Name-addressed providers (shm) append ":domain:endpoint" indices to
+	 * the source name; naming the endpoint exactly lets peers find it
+	 * from the configuration alone. */
+	if (node && f->info->addr_format == FI_ADDR_STR) {
+		ret = fi_setname(&f->ep->fid, (void *)node, strlen(node) + 1);
+		if (ret) {
+			fierr(err, errlen, "fi_setname", ret);
+			goto fail;
+		}
 	}
 	ret = fi_ep_bind(f->ep, &f->av->fid, 0);
 	if (ret) {
@@ -172,7 +229,19 @@ int hk_fabric_open(const char *provider, struct hk_fabric **out, char *err, size
 	}
 	ret = fi_enable(f->ep);
 	if (ret) {
-		fierr(err, errlen, "fi_enable", ret);
+		if (ret == -FI_EBUSY || ret == -FI_EADDRINUSE) {
+			seterr(err, errlen,
+			       "fi_enable: address %s%s%s of provider %s is in use (another "
+			       "endpoint%s)",
+			       node ? node : "?", service ? ":" : "", service ? service : "",
+			       f->info->fabric_attr->prov_name,
+			       f->info->addr_format == FI_ADDR_STR
+				   ? ", or a stale /dev/shm file of a killed process"
+				   : "");
+			ret = -EADDRINUSE;
+		} else {
+			fierr(err, errlen, "fi_enable", ret);
+		}
 		goto fail;
 	}
 	*out = f;
@@ -244,6 +313,40 @@ int hk_fabric_insert(struct hk_fabric *f, const void *addr, size_t len, fi_addr_
 	return 0;
 }
 
+int hk_fabric_insert_addr(struct hk_fabric *f, const char *node, const char *service,
+			  fi_addr_t *peer, char *err, size_t errlen)
+{
+	struct fi_info *hints = fi_allocinfo(), *info = NULL;
+	int ret;
+
+	if (!hints) {
+		seterr(err, errlen, "fabric: out of memory");
+		return -ENOMEM;
+	}
+	hints->ep_attr->type = FI_EP_RDM;
+	hints->caps = FI_MSG | FI_TAGGED;
+	hints->addr_format = f->info->addr_format;
+	hints->fabric_attr->prov_name = strdup(f->info->fabric_attr->prov_name);
+	ret = hints->fabric_attr->prov_name
+		  ? fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), node, service, 0,
+			       hints, &info)
+		  : -FI_ENOMEM;
+	fi_freeinfo(hints);
+	if (ret) {
+		seterr(err, errlen, "fi_getinfo: peer address %s%s%s: %s (%d)", node,
+		       service ? ":" : "", service ? service : "", fi_strerror(-ret), ret);
+		return ret;
+	}
+	if (!info->dest_addr)
+		seterr(err, errlen, "fi_getinfo: peer address %s%s%s: no destination", node,
+		       service ? ":" : "", service ? service : "");
+	ret = info->dest_addr
+		  ? hk_fabric_insert(f, info->dest_addr, info->dest_addrlen, peer, err, errlen)
+		  : -EINVAL;
+	fi_freeinfo(info);
+	return ret;
+}
+
 /* Turn the pending error entry into a cqe (fi_cq_read said -FI_EAVAIL). */
 static int read_error(struct hk_fabric *f, struct hk_fabric_cqe *c, char *err, size_t errlen)
 {
@@ -252,6 +355,8 @@ static int read_error(struct hk_fabric *f, struct hk_fabric_cqe *c, char *err, s
 
 	if (ret < 0)
 		return fierr(err, errlen, "fi_cq_readerr", (int)ret);
+	if ((e.flags & FI_SEND) && f->tx_outstanding)
+		f->tx_outstanding--;
 	*c = (struct hk_fabric_cqe){
 	    .ctx = e.op_context,
 	    .flags = e.flags,
@@ -277,17 +382,21 @@ static int cq_read(struct hk_fabric *f, struct hk_fabric_cqe *out, size_t max, c
 	n = fi_cq_read(f->cq, ent, max);
 	if (n == -FI_EAGAIN)
 		return 0;
+	f->idle_since = 0; /* activity: hk_fabric_wait spins again before napping */
 	if (n == -FI_EAVAIL)
 		return read_error(f, out, err, errlen);
 	if (n < 0)
 		return fierr(err, errlen, "fi_cq_read", (int)n);
-	for (ssize_t i = 0; i < n; i++)
+	for (ssize_t i = 0; i < n; i++) {
+		if ((ent[i].flags & FI_SEND) && f->tx_outstanding)
+			f->tx_outstanding--;
 		out[i] = (struct hk_fabric_cqe){
 		    .ctx = ent[i].op_context,
 		    .flags = ent[i].flags,
 		    .tag = ent[i].tag,
 		    .len = ent[i].len,
 		};
+	}
 	return (int)n;
 }
 
@@ -339,8 +448,11 @@ static int post(struct hk_fabric *f, enum post_kind kind, fi_addr_t peer, uint64
 							   tag, ignore, ctx);
 		int pret;
 
-		if (ret == 0)
+		if (ret == 0) {
+			if (kind == POST_SEND)
+				f->tx_outstanding++;
 			return 0;
+		}
 		if (ret != -FI_EAGAIN)
 			return fierr(err, errlen, call, (int)ret);
 		if (!deadline)
@@ -360,6 +472,19 @@ int hk_fabric_send(struct hk_fabric *f, fi_addr_t peer, uint64_t tag, const void
 		   const struct hk_fabric_mr *mr, void *ctx, char *err, size_t errlen)
 {
 	return post(f, POST_SEND, peer, tag, 0, (void *)buf, len, mr, ctx, err, errlen);
+}
+
+int hk_fabric_try_send(struct hk_fabric *f, fi_addr_t peer, uint64_t tag, const void *buf,
+		       size_t len, const struct hk_fabric_mr *mr, void *ctx, char *err,
+		       size_t errlen)
+{
+	ssize_t ret = fi_tsend(f->ep, buf, len, mr ? mr->desc : NULL, peer, tag, ctx);
+
+	if (ret == 0)
+		f->tx_outstanding++;
+	if (ret == 0 || ret == -FI_EAGAIN)
+		return (int)ret;
+	return fierr(err, errlen, "fi_tsend", (int)ret);
 }
 
 int hk_fabric_recv(struct hk_fabric *f, uint64_t tag, uint64_t ignore, void *buf, size_t len,
@@ -385,6 +510,81 @@ int hk_fabric_poll(struct hk_fabric *f, struct hk_fabric_cqe *out, size_t max, c
 	if (n < 0)
 		return got ? (int)got : n; /* report the error on the next call */
 	return (int)(got + (size_t)n);
+}
+
+int hk_fabric_can_block(const struct hk_fabric *f)
+{
+	return f->wait_fd >= 0;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* poll() on up to two fds for at most timeout; 1 when extra_fd is readable. */
+static int poll2(int cq_fd, int extra_fd, const struct timespec *timeout)
+{
+	struct pollfd p[2];
+	nfds_t n = 0;
+	int extra = -1;
+
+	if (cq_fd >= 0)
+		p[n++] = (struct pollfd){.fd = cq_fd, .events = POLLIN};
+	if (extra_fd >= 0) {
+		extra = (int)n;
+		p[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
+	}
+	if (ppoll(p, n, timeout, NULL) <= 0)
+		return 0;
+	return extra >= 0 && (p[extra].revents & POLLIN);
+}
+
+int hk_fabric_wait(struct hk_fabric *f, int extra_fd, int timeout_ms)
+{
+	struct timespec ts = {.tv_sec = timeout_ms / 1000,
+			      .tv_nsec = (long)(timeout_ms % 1000) * 1000000};
+	uint64_t now, nap;
+
+	if (timeout_ms < 0)
+		ts = (struct timespec){.tv_sec = 3600};
+	/* ofi_rxm pushes queued transmits (segments, a full socket, connection
+	 * set-up) only inside fi_cq_read and signals no fd when it could go on:
+	 * blocking with sends outstanding stalled every node under load.  So
+	 * block only when nothing is on its way out; nap otherwise. */
+	if (f->wait_fd >= 0 && !f->tx_outstanding) {
+		struct fid *fids[1] = {&f->cq->fid};
+
+		/* -FI_EAGAIN: completions are (or may be) there already; the
+		 * caller polls again instead of sleeping past them. */
+		if (fi_trywait(f->fabric, fids, 1) != 0)
+			return 0;
+		return poll2(f->wait_fd, extra_fd, &ts);
+	}
+	/* No wait object: spin while the idle period is short (a reply is
+	 * likely on its way), then nap in steps that grow to a cap, so an idle
+	 * thread wakes HK_FABRIC_NAP_MAX_US apart at most, not every cycle. */
+	now = now_ns();
+	if (!f->idle_since) {
+		f->idle_since = now;
+		f->nap_us = 0;
+	}
+	if (now - f->idle_since < HK_FABRIC_SPIN_US * 1000ull) {
+		sched_yield();
+		return poll2(-1, extra_fd, &(struct timespec){0});
+	}
+	f->nap_us = f->nap_us ? f->nap_us * 2 : HK_FABRIC_SPIN_US;
+	if (f->nap_us > HK_FABRIC_NAP_MAX_US)
+		f->nap_us = HK_FABRIC_NAP_MAX_US;
+	nap = (uint64_t)f->nap_us * 1000;
+	if (timeout_ms >= 0 && nap > (uint64_t)timeout_ms * 1000000)
+		nap = (uint64_t)timeout_ms * 1000000;
+	ts = (struct timespec){.tv_sec = (time_t)(nap / 1000000000),
+			       .tv_nsec = (long)(nap % 1000000000)};
+	return poll2(-1, extra_fd, &ts);
 }
 
 int hk_fabric_mr_reg(struct hk_fabric *f, void *buf, size_t len, struct hk_fabric_mr *mr, char *err,

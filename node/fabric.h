@@ -15,6 +15,7 @@
 #ifndef HK_FABRIC_H
 #define HK_FABRIC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,6 +56,33 @@ struct hk_fabric_mr {
  * code.
  */
 int hk_fabric_open(const char *provider, struct hk_fabric **out, char *err, size_t errlen);
+
+/*
+ * How hk_fabric_open_opts opens an endpoint.  Addresses are in the
+ * provider's own terms (see docs of node/cluster.c for what hk.conf maps to):
+ *   tcp;ofi_rxm, verbs;ofi_rxm, efa: node = host name or IP, service = port;
+ *       the endpoint listens there (fi_getinfo(node, service, FI_SOURCE)).
+ *   shm: node = a name (FI_ADDR_STR); the endpoint is named exactly that
+ *       (fi_setname), service NULL.  The name is a /dev/shm file while open.
+ */
+struct hk_fabric_opts {
+	size_t size;	      /* sizeof(struct hk_fabric_opts), so it can grow */
+	const char *provider; /* NULL = HK_FABRIC_PROVIDER_DFLT */
+	const char *src_node; /* NULL: the provider picks an address */
+	const char *src_service;
+	bool wait; /* want a CQ wait object for hk_fabric_wait() */
+};
+
+/*
+ * hk_fabric_open with a source address and, when wait is set and the
+ * provider can, a CQ with FI_WAIT_FD (hk_fabric_wait then sleeps in poll()).
+ * Providers without a wait fd (shm in 1.17) fall back to FI_WAIT_NONE and
+ * hk_fabric_wait spins briefly, then sleeps in short growing steps.
+ * -EADDRINUSE when the address is taken (another endpoint, or for shm a
+ * stale /dev/shm file left by a killed process).
+ */
+int hk_fabric_open_opts(const struct hk_fabric_opts *o, struct hk_fabric **out, char *err,
+			size_t errlen);
 /* Close everything; MRs must be closed first.  NULL is fine. */
 void hk_fabric_close(struct hk_fabric *f);
 
@@ -75,6 +103,14 @@ int hk_fabric_insert(struct hk_fabric *f, const void *addr, size_t len, fi_addr_
 		     size_t errlen);
 
 /*
+ * Insert a peer by its address in the provider's terms (as src_node /
+ * src_service of hk_fabric_open_opts), resolved with fi_getinfo: no
+ * out-of-band exchange of fi_getname() bytes is needed.
+ */
+int hk_fabric_insert_addr(struct hk_fabric *f, const char *node, const char *service,
+			  fi_addr_t *peer, char *err, size_t errlen);
+
+/*
  * Post a tagged send of buf[0..len) to peer.  buf must stay valid until the
  * completion for ctx comes out of hk_fabric_poll.  -FI_EAGAIN (connection
  * still coming up, queue full) is retried while the CQ is read into a
@@ -90,6 +126,33 @@ int hk_fabric_send(struct hk_fabric *f, fi_addr_t peer, uint64_t tag, const void
  */
 int hk_fabric_recv(struct hk_fabric *f, uint64_t tag, uint64_t ignore, void *buf, size_t len,
 		   const struct hk_fabric_mr *mr, void *ctx, char *err, size_t errlen);
+
+/*
+ * One fi_tsend without retry: 0, -FI_EAGAIN (queue full or connection
+ * coming up: poll, then post again) or another failure.  For a progress
+ * thread that must not stall every peer behind one slow peer.
+ */
+int hk_fabric_try_send(struct hk_fabric *f, fi_addr_t peer, uint64_t tag, const void *buf,
+		       size_t len, const struct hk_fabric_mr *mr, void *ctx, char *err,
+		       size_t errlen);
+
+/*
+ * Sleep until the CQ may have completions, extra_fd (e.g. an eventfd; -1
+ * for none) is readable, or timeout_ms passes.  Call it only after
+ * hk_fabric_poll returned 0.  With a CQ wait fd and no send outstanding:
+ * fi_trywait, then poll() on both fds, so an idle thread costs no CPU (rxm
+ * moves queued transmits only inside fi_cq_read and signals no fd for
+ * them, so with sends outstanding it naps as below).  Otherwise the calls
+ * of an idle period only yield (HK_FABRIC_SPIN_US of spinning keeps a busy
+ * exchange fast), then sleep in steps growing to HK_FABRIC_NAP_MAX_US,
+ * still waking at once for extra_fd.  Returns 1 when extra_fd is readable
+ * (not drained), else 0.
+ */
+#define HK_FABRIC_SPIN_US    50
+#define HK_FABRIC_NAP_MAX_US 1000
+int hk_fabric_wait(struct hk_fabric *f, int extra_fd, int timeout_ms);
+/* Nonzero when the CQ has a wait fd (blocking wait), 0 for the nap fallback. */
+int hk_fabric_can_block(const struct hk_fabric *f);
 
 /*
  * Drive progress and return up to max finished operations in out: first any
