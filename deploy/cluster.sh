@@ -3,6 +3,7 @@
 #
 #   deploy/cluster.sh up [-n N] [--dir DIR] [--memory SIZE] [--disk-size SIZE]
 #                        [--guest-memory SIZE] [--vcpus N] [--provider P]
+#                        [--port-base P]
 #   deploy/cluster.sh status [--dir DIR]
 #   deploy/cluster.sh down [--dir DIR]
 #
@@ -10,19 +11,23 @@
 # disk DIR/d0.img, starts the daemons (logs DIR/NODE.log) and returns once
 # every one answers `hkctl status`.  Then: hkctl --config DIR/hk.conf ...
 # down stops them (SIGTERM, then SIGKILL after 10 s) and leaves no process,
-# socket or pid file behind.
+# socket or pid file behind.  With -n N the nodes n1..nN listen on
+# 127.0.0.1:P+1..P+N (P: --port-base, default 7300 or $HK_PORT_BASE), each
+# with --memory of guest memory; the guest gets --guest-memory (default:
+# their sum) and --vcpus, placed round-robin over the nodes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${HK_BUILD_DIR:-$root/build}
 case $build in /*) ;; *) build=$root/$build ;; esac
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 cmd=${1:-}
 [ -n "$cmd" ] || { usage >&2; exit 2; }
 shift
 nodes=1 dir=hk-cluster memory=1G disk_size=1G guest_memory= vcpus=2 provider="tcp;ofi_rxm"
+port_base=${HK_PORT_BASE:-7300}
 while [ $# -gt 0 ]; do
 	case $1 in
 	-n) nodes=${2:?-n needs a number}; shift 2 ;;
@@ -32,6 +37,7 @@ while [ $# -gt 0 ]; do
 	--guest-memory) guest_memory=${2:?--guest-memory needs a size}; shift 2 ;;
 	--vcpus) vcpus=${2:?--vcpus needs a number}; shift 2 ;;
 	--provider) provider=${2:?--provider needs a value}; shift 2 ;;
+	--port-base) port_base=${2:?--port-base needs a port}; shift 2 ;;
 	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
@@ -47,9 +53,9 @@ alive() { [ -f "$dir/$1.pid" ] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
 
 cmd_up() {
 	[[ $nodes =~ ^[0-9]+$ ]] && [ "$nodes" -ge 1 ] || die "-n: want a number >= 1, not '$nodes'"
-	if [ "$nodes" -gt 1 ]; then
-		die "-n $nodes: clusters of more than one node need pooled memory over libfabric (issue P3), not built yet"
-	fi
+	[ "$nodes" -le 64 ] || die "-n $nodes: at most 64 nodes"
+	[[ $port_base =~ ^[0-9]+$ ]] && [ "$port_base" -ge 1024 ] && [ "$((port_base + nodes))" -le 65535 ] ||
+		die "--port-base: want a port from 1024 to $((65535 - nodes)), not '$port_base'"
 	for n in $(node_names); do
 		alive "$n" && die "node $n is already running in $dir (cluster.sh down --dir $dir first)"
 	done
@@ -66,11 +72,10 @@ cmdline = memtest
 ${guest_memory:+memory = $guest_memory}
 vcpus = $vcpus
 
-[node n1]
-address = 127.0.0.1:7301
-memory = $memory
-control = $dir/n1.sock
-
+$(for i in $(seq "$nodes"); do
+	printf '[node n%s]\naddress = 127.0.0.1:%s\nmemory = %s\ncontrol = %s\n\n' \
+		"$i" "$((port_base + i))" "$memory" "$dir/n$i.sock"
+done)
 [disk d0]
 path = $dir/d0.img
 size = $disk_size
@@ -80,8 +85,9 @@ CONF
 		setsid "$hkd" --config "$conf" --node "$n" </dev/null >"$dir/$n.log" 2>&1 &
 		echo $! >"$dir/$n.pid"
 	done
+	# Each hkd answers only once the cluster is formed (it joins first).
 	for n in $(node_names); do
-		for _ in $(seq 300); do
+		for _ in $(seq 900); do
 			"$hkctl" --config "$conf" --node "$n" status >/dev/null 2>&1 && break
 			alive "$n" || { tail -5 "$dir/$n.log" >&2; cmd_down; die "node $n failed to start (log above)"; }
 			sleep 0.1
@@ -122,6 +128,8 @@ cmd_down() {
 			echo "node $n down"
 		fi
 		rm -f "$dir/$n.pid" "$dir/$n.sock"
+		# shm names its endpoints after cluster and node; a killed node leaves them
+		rm -f "/dev/shm/hk-local-$n" 2>/dev/null || true
 	done
 }
 

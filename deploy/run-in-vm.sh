@@ -83,6 +83,8 @@ for m in virt/lib/irqbypass arch/x86/kvm/kvm drivers/crypto/ccp/ccp; do
     insmod $K/$m.ko || log "insmod $m failed"
 done
 insmod $K/arch/x86/kvm/kvm-amd.ko $(cat /ctl/kvmargs) || log "insmod kvm-amd $(cat /ctl/kvmargs) failed"
+# loopback: hkd nodes of one cluster talk over 127.0.0.1 (libfabric tcp)
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || log "loopback not up"
 echo "$t0 $(cut -d' ' -f1 /proc/uptime)" > /ctl/boottimes
 # CMD's stdout/stderr: virtio-serial ports "out"/"err" (fallback: serial ttyS1/ttyS2, raw mode)
 OUT=/dev/ttyS1; ERR=/dev/ttyS2

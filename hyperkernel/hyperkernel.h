@@ -183,6 +183,12 @@ int hk_mem_pool(struct hk_mem *mem, const struct hk_pool_config *cfg, char *err,
 bool hk_mem_pooled(const struct hk_mem *mem);
 /* A coherence message from node `from` (transport receive path). */
 void hk_mem_pool_deliver(struct hk_mem *mem, unsigned from, const void *msg, size_t len);
+/*
+ * Node `node` was lost and the guest is being ended: stop coherence, let
+ * every thread waiting for a page go (with zeros), resolve later faults
+ * locally.  The guest's memory is no longer consistent after this.
+ */
+void hk_mem_pool_abort(struct hk_mem *mem, unsigned node);
 /* Home node of a guest-physical address, or -1 when not RAM. */
 int hk_mem_pool_home(const struct hk_mem *mem, uint64_t gpa);
 void hk_mem_pool_stats(const struct hk_mem *mem, struct hk_pool_stats *st);

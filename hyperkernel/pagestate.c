@@ -51,6 +51,11 @@ static _Atomic uint8_t *chunk_of(const struct hk_mem *mem, uint64_t frame, bool 
 	return leaf;
 }
 
+bool hk_mem_page_chunk_used(const struct hk_mem *mem, uint64_t frame)
+{
+	return chunk_of(mem, frame, false) != NULL;
+}
+
 uint8_t hk_mem_page_flags(const struct hk_mem *mem, uint64_t frame)
 {
 	_Atomic uint8_t *leaf = chunk_of(mem, frame, false);

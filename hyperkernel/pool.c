@@ -55,6 +55,11 @@ void pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t
 		m.data.len = HK_PAGE_SIZE;
 	}
 	len = hk__coh__coh_msg__pack(&m, buf);
+	if (p->trace)
+		fprintf(stderr, "pool[%u]: -> %u %s frame %llu count %u%s%s\n", p->cfg.self, node,
+			protobuf_c_enum_descriptor_get_value(&hk__coh__coh_type__descriptor, type)->name,
+			(unsigned long long)frame, count, exclusive ? " excl" : "",
+			data ? " +data" : "");
 	ret = p->cfg.transport->send(p->cfg.ctx, node, buf, len);
 	if (ret)
 		/* The transport reports a dead peer to the daemon, which stops
@@ -78,6 +83,8 @@ static void pool_request(struct hk_pool *p, uint64_t frame, bool write)
 		  frame, 0, false, NULL);
 }
 
+static void pool_release(struct hk_pool *p, uint64_t frame, uint8_t fl);
+
 void hk_pool_fault(struct hk_mem *mem, uint64_t addr, bool write, bool wp)
 {
 	struct hk_pool *p = mem->pool;
@@ -86,7 +93,12 @@ void hk_pool_fault(struct hk_mem *mem, uint64_t addr, bool write, bool wp)
 
 	pthread_mutex_lock(&p->lock);
 	fl = hk_mem_page_flags(mem, frame);
-	if (fl & HK_PG_PENDING) {
+	if (p->trace)
+		fprintf(stderr, "pool[%u]: fault frame %llu%s%s flags 0x%x\n", p->cfg.self,
+			(unsigned long long)frame, write ? " write" : "", wp ? " wp" : "", fl);
+	if (p->aborted) {
+		pool_release(p, frame, fl);
+	} else if (fl & HK_PG_PENDING) {
 		/* Asked already; the reply wakes every waiter.  A write fault
 		 * behind a read request faults again, write-protected. */
 	} else if (wp) {
@@ -100,6 +112,50 @@ void hk_pool_fault(struct hk_mem *mem, uint64_t addr, bool write, bool wp)
 		pool_request(p, frame, write);
 	}
 	pool_evict(p);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/*
+ * After hk_mem_pool_abort: let a waiter go without the page's real content
+ * (zeros, or its read-only copy made writable).  The guest is being ended;
+ * what matters is that no thread stays blocked in the kernel.
+ */
+static void pool_release(struct hk_pool *p, uint64_t frame, uint8_t fl)
+{
+	if (fl & HK_PG_SHARED)
+		pool_page_upgrade(p, frame);
+	else if (fl & HK_PG_EXCL)
+		pool_page_wake(p, frame);
+	else
+		pool_page_zero(p, frame, 1);
+}
+
+void hk_mem_pool_abort(struct hk_mem *mem, unsigned node)
+{
+	struct hk_pool *p = mem->pool;
+	uint64_t released = 0;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	if (!p->aborted) {
+		p->aborted = true;
+		for (uint64_t f = 0; f < p->n_frames; f += POOL_DIR_CHUNK) {
+			if (!hk_mem_page_chunk_used(mem, f)) {
+				continue;
+			}
+			for (uint64_t i = f; i < f + POOL_DIR_CHUNK && i < p->n_frames; i++) {
+				uint8_t fl = hk_mem_page_flags(mem, i);
+
+				if (fl & HK_PG_PENDING) {
+					pool_release(p, i, fl);
+					released++;
+				}
+			}
+		}
+		fprintf(stderr, "hyperkernel: pool: node %u lost: coherence stopped, %llu "
+				"waiting pages released\n", node, (unsigned long long)released);
+	}
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -223,11 +279,20 @@ void hk_mem_pool_deliver(struct hk_mem *mem, unsigned from, const void *msg, siz
 		return;
 	m = hk__coh__coh_msg__unpack(NULL, len, msg);
 	pthread_mutex_lock(&p->lock);
-	if (!m || m->guest != p->cfg.guest || !msg_ok(p, from, m)) {
+	if (p->aborted) {
+		/* nothing moves any more */
+	} else if (!m || m->guest != p->cfg.guest || !msg_ok(p, from, m)) {
 		if (p->st.bad_msgs++ < 8)
 			fprintf(stderr, "hyperkernel: pool: dropped a malformed message from node %u "
 				"(%zu bytes)\n", from, len);
 	} else {
+		if (p->trace)
+			fprintf(stderr, "pool[%u]: <- %u %s frame %llu count %u%s%s\n", p->cfg.self,
+				from,
+				protobuf_c_enum_descriptor_get_value(&hk__coh__coh_type__descriptor,
+								     m->type)->name,
+				(unsigned long long)m->frame, m->count, m->exclusive ? " excl" : "",
+				m->data.len ? " +data" : "");
 		pool_dispatch(p, from, m);
 		pool_evict(p);
 	}
@@ -309,6 +374,8 @@ int hk_mem_pool(struct hk_mem *mem, const struct hk_pool_config *cfg, char *err,
 	p->fifo = calloc(p->fifo_cap, sizeof(*p->fifo));
 	if (!p->dir || !p->fifo)
 		goto nomem;
+	/* HK_POOL_TRACE=1: one stderr line per fault and message (debugging). */
+	p->trace = getenv("HK_POOL_TRACE") && *getenv("HK_POOL_TRACE") == '1';
 	p->st.home_pages = homed;
 	p->st.budget_pages = p->budget_pages;
 	mem->pool = p;

@@ -66,6 +66,8 @@ struct hk_pool {
 	uint64_t budget_pages;
 	bool warned_budget;
 
+	bool trace;   /* HK_POOL_TRACE=1 */
+	bool aborted; /* a node was lost: faults resolve locally, messages are ignored */
 	uint8_t scratch[HK_PAGE_SIZE]; /* page copies made under the lock */
 	struct hk_pool_stats st;
 };

@@ -17,7 +17,11 @@
 
 #define reply_error hk_daemon_reply_error
 
-static void guest_put(struct hk_daemon *d, struct hk_guest *g)
+#define guest_put  hk_daemon_guest_put
+#define guest_get  hk_daemon_guest_get
+#define guest_info hk_daemon_guest_info
+
+void hk_daemon_guest_put(struct hk_daemon *d, struct hk_guest *g)
 {
 	bool last;
 
@@ -26,6 +30,7 @@ static void guest_put(struct hk_daemon *d, struct hk_guest *g)
 	pthread_mutex_unlock(&d->lock);
 	if (!last)
 		return;
+	hk_daemon_pool_forget(d, g->vm);
 	hk_vm_destroy(g->vm);
 	free(g->kernel);
 	free(g->cmdline);
@@ -33,7 +38,7 @@ static void guest_put(struct hk_daemon *d, struct hk_guest *g)
 }
 
 /* Current guest with a reference held, or NULL. */
-static struct hk_guest *guest_get(struct hk_daemon *d)
+struct hk_guest *hk_daemon_guest_get(struct hk_daemon *d)
 {
 	struct hk_guest *g;
 
@@ -61,7 +66,7 @@ static Hk__Ctl__GuestState state_to_proto(enum hk_vm_state s)
 	}
 }
 
-static Hk__Ctl__GuestInfo *guest_info(struct hk_guest *g, const struct hk_vm_result *r)
+Hk__Ctl__GuestInfo *hk_daemon_guest_info(struct hk_guest *g, const struct hk_vm_result *r)
 {
 	Hk__Ctl__GuestInfo *gi = calloc(1, sizeof(*gi));
 
@@ -116,6 +121,7 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		.node_id = d->node_id,
 	};
 	struct hk_guest *g, *old = NULL;
+	struct hk_pool_config pc;
 	struct hk_vm_result r;
 	char err[256];
 	int ret;
@@ -159,7 +165,22 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		hk_vm_stop(d->guest->vm, "replaced by a new guest");
 	hk_replica_clear(d->replicas);
 	d->kept_pages = 0;
+	if (d->cluster) {
+		/* Every other node makes its share first (daemon_pool.c). */
+		ret = hk_daemon_pool_prepare(d, kernel, cmdline, &pc, &vc.start_parked, err,
+					     sizeof(err));
+		if (ret) {
+			pthread_mutex_unlock(&d->lock);
+			reply_error(rsp, "guest start: %s", err);
+			goto fail;
+		}
+		vc.pool = &pc;
+		g->pool_guest = pc.guest;
+		g->daemon = d;
+	}
 	ret = hk_vm_create(&vc, &g->vm, err, sizeof(err));
+	if (ret == 0 && d->cluster)
+		ret = hk_daemon_pool_run(d, g, err, sizeof(err));
 	if (ret == 0)
 		ret = hk_vm_start(g->vm);
 	if (ret) {
@@ -212,6 +233,12 @@ static void do_guest_reboot(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 
 	if (!g) {
 		reply_error(rsp, "guest reboot: no guest has been started");
+		return;
+	}
+	if (d->cluster) {
+		reply_error(rsp, "guest reboot: not supported yet for a guest over %u nodes "
+				 "(stop and start it)", d->cfg->n_nodes);
+		guest_put(d, g);
 		return;
 	}
 	pthread_mutex_lock(&d->lock);
@@ -352,69 +379,16 @@ static void do_guest_console(struct hk_daemon *d, const Hk__Ctl__GuestConsoleReq
 	rsp->console = c;
 }
 
-static void do_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
-{
-	Hk__Ctl__StatusReply *s = calloc(1, sizeof(*s));
-	struct hk_guest *g = guest_get(d);
-	struct hk_vm_result r = {0};
-
-	if (!s) {
-		reply_error(rsp, "status: out of memory");
-		goto out;
-	}
-	hk__ctl__status_reply__init(s);
-	s->node = strdup(d->node->name);
-	s->cluster = strdup(d->cfg->cluster_name);
-	s->vcpus = d->cfg->vcpus;
-	s->guest_memory = hk_config_guest_memory(d->cfg);
-	s->pid = (uint32_t)getpid();
-	s->uptime_ms = (hk_now_ns() - d->start_ns) / 1000000;
-	s->console_bytes = hk_console_total(&d->console);
-	s->replicas_enabled = d->replicas_enabled;
-	s->kept_pages = d->kept_pages;
-	s->disks = calloc(d->n_disks ? d->n_disks : 1, sizeof(*s->disks));
-	for (unsigned i = 0; s->disks && i < d->n_disks; i++) {
-		Hk__Ctl__DiskInfo *di = calloc(1, sizeof(*di));
-
-		if (!di)
-			break;
-		hk__ctl__disk_info__init(di);
-		di->name = strdup(d->disks[i].conf->name);
-		di->path = strdup(d->disks[i].conf->path);
-		di->size = hk_disk_size(d->disks[i].disk);
-		di->id = d->disks[i].id;
-		di->direct = hk_disk_uses_direct(d->disks[i].disk);
-		di->backend = strdup(hk_disk_backend(d->disks[i].disk));
-		s->disks[s->n_disks++] = di;
-	}
-	if (g) {
-		struct hk_vm_stats st;
-
-		hk_vm_result(g->vm, &r);
-		hk_vm_get_stats(g->vm, &st);
-		s->resident_pages = st.mem.resident_pages;
-		s->uffd_faults = st.mem.faults;
-		s->vcpu_exits = st.vcpu_exits;
-		s->wp_faults = st.mem.wp_faults;
-		s->bytes_from_disk = st.bytes_from_disk;
-		s->bytes_from_replicas = st.bytes_from_replicas;
-		s->tsc_khz = hk_vm_tsc_khz(g->vm);
-	}
-	s->guest = guest_info(g, &r);
-	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_STATUS;
-	rsp->status = s;
-out:
-	if (g)
-		guest_put(d, g);
-}
-
 static void daemon_handle(void *ctx, const Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse *rsp)
 {
 	struct hk_daemon *d = ctx;
 
 	switch (req->req_case) {
 	case HK__CTL__CTL_REQUEST__REQ_STATUS:
-		do_status(d, rsp);
+		hk_daemon_status(d, rsp);
+		break;
+	case HK__CTL__CTL_REQUEST__REQ_NODES:
+		hk_daemon_nodes(d, rsp);
 		break;
 	case HK__CTL__CTL_REQUEST__REQ_GUEST_START:
 		do_guest_start(d, req->guest_start, rsp);
@@ -496,6 +470,9 @@ static void daemon_rsp_free(void *ctx, Hk__Ctl__CtlResponse *rsp)
 		break;
 	case HK__CTL__CTL_RESPONSE__REP_DISK_MKDATA:
 		free(rsp->disk_mkdata);
+		break;
+	case HK__CTL__CTL_RESPONSE__REP_NODES:
+		hk_daemon_nodes_free(rsp->nodes);
 		break;
 	case HK__CTL__CTL_RESPONSE__REP_GUEST:
 		guest_info_free(rsp->guest);
@@ -588,6 +565,21 @@ int hk_daemon_run(const struct hk_config *cfg, const char *node_name)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	/* Join before serving: once `hkctl status` answers, the cluster is
+	 * formed (deploy/cluster.sh waits for exactly that). */
+	if (cfg->n_nodes > 1) {
+		char err[512];
+
+		ret = hk_daemon_pool_start(d, err, sizeof(err));
+		if (ret) {
+			fprintf(stderr, "hkd[%s]: %s\n", d->node->name, err);
+			hk_daemon_pool_stop(d);
+			hk_daemon_close_disks(d);
+			hk_replica_destroy(d->replicas);
+			free(d);
+			return 2;
+		}
+	}
 	ret = hk_ctl_server_start(d->node->control, &hk_daemon_ctl_ops, d, &d->ctl);
 	if (ret) {
 		fprintf(stderr, "hkd: control socket %s: %s\n", d->node->control, strerror(-ret));
@@ -605,6 +597,11 @@ int hk_daemon_run(const struct hk_config *cfg, const char *node_name)
 	/* The server calls daemon_shutdown() between refusing new requests
 	 * and joining its threads: see there. */
 	hk_ctl_server_stop(d->ctl);
+	if (d->guest)
+		hk_vm_stop(d->guest->vm, "daemon shutting down");
+	/* Leave the cluster before the guest memory goes: peers learn we left
+	 * and no delivery can reach freed memory. */
+	hk_daemon_pool_stop(d);
 	if (d->guest)
 		guest_put(d, d->guest);
 	hk_daemon_close_disks(d);

@@ -10,6 +10,9 @@
 #include "node.h"
 #include "replica.h"
 
+struct hk_cluster;
+struct hk_daemon_pool;
+
 /* Console bytes the daemon keeps for `hkctl guest console`. */
 #define HK_CONSOLE_KEEP (1u << 20)
 
@@ -37,6 +40,8 @@ struct hk_guest {
 	unsigned refs;
 	char *kernel;
 	char *cmdline;
+	uint64_t pool_guest;	  /* pooled: generation all nodes know it by */
+	struct hk_daemon *daemon; /* pooled: for the console forwarder */
 };
 
 /* A disk this node serves; ids are the disk's index in the config. */
@@ -66,7 +71,36 @@ struct hk_daemon {
 
 	struct hk_console console;
 	struct hk_ctl_server *ctl;
+
+	/* More than one [node]: the cluster and the guest spread over it
+	 * (daemon_pool.c).  NULL on a single node. */
+	struct hk_cluster *cluster;
+	struct hk_daemon_pool *pool;
 };
+
+/* daemon.c: drop a reference taken on d->guest (under d->lock) */
+void hk_daemon_guest_put(struct hk_daemon *d, struct hk_guest *g);
+/* daemon.c: the current guest with a reference held, or NULL */
+struct hk_guest *hk_daemon_guest_get(struct hk_daemon *d);
+/* daemon.c: a GuestInfo for replies (g NULL: state none); NULL if out of memory */
+Hk__Ctl__GuestInfo *hk_daemon_guest_info(struct hk_guest *g, const struct hk_vm_result *r);
+
+/* daemon_pool.c: a guest over the nodes of a cluster */
+/* Leader, hkctl guest start: every other node creates its share of the
+ * guest; fills the pool config and parked vCPUs of the leader's own VM. */
+int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *cmdline,
+			   struct hk_pool_config *pc, uint64_t *parked, char *err, size_t errlen);
+/* Leader, after creating its VM (g->pool_guest set), d->lock held: let
+ * everyone run. */
+int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_t errlen);
+/* The guest's memory is going away: stop handing it messages. */
+void hk_daemon_pool_forget(struct hk_daemon *d, struct hk_vm *vm);
+int hk_daemon_pool_start(struct hk_daemon *d, char *err, size_t errlen);
+void hk_daemon_pool_stop(struct hk_daemon *d);
+/* This node's share of the running guest: coherence counters and vCPU
+ * moves (zeros without a pooled guest).  Safe from any control thread. */
+void hk_daemon_pool_stats(struct hk_daemon *d, struct hk_pool_stats *st,
+			  uint64_t *vcpu_migrations);
 
 /* daemon_disk.c */
 int hk_daemon_open_disks(struct hk_daemon *d, char *err, size_t errlen);
@@ -83,6 +117,11 @@ void hk_daemon_replica_stats(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp);
 void hk_daemon_replica_verify(struct hk_daemon *d, struct hk_mem *mem, Hk__Ctl__CtlResponse *rsp);
 void hk_daemon_reply_error(Hk__Ctl__CtlResponse *rsp, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/* daemon_status.c: hkctl status and hkctl nodes */
+void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp);
+void hk_daemon_nodes(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp);
+void hk_daemon_nodes_free(Hk__Ctl__NodesReply *r);
 
 /* daemon.c */
 int hk_daemon_run(const struct hk_config *cfg, const char *node_name);

@@ -26,6 +26,7 @@ const char *const hkctl_opt_names[OPT_MAX] = {
 	[OPT_DISK] = "--disk",	     [OPT_SIZE] = "--size",	    [OPT_SEED] = "--seed",
 	[OPT_GPA] = "--gpa",	     [OPT_LIMIT] = "--limit",	    [OPT_MODE] = "--mode",
 	[OPT_DATA_SIZE] = "--data-size", [OPT_OPS] = "--ops",
+	[OPT_INTERVAL] = "--interval", [OPT_COUNT] = "--count",
 };
 
 #define O(x) (1u << (x))
@@ -38,7 +39,11 @@ static const struct command {
 	bool force;    /* takes --force */
 	const char *help;
 } commands[] = {
-	{"status", NULL, hkctl_status, 0, false, "node, vCPUs, memory, disks, guest, counters"},
+	{"status", NULL, hkctl_status, 0, false,
+	 "node, vCPUs, memory, disks, guest, counters (every node of the config)"},
+	{"nodes", NULL, hkctl_nodes, 0, false, "cluster members: up or down, last heard, RTT"},
+	{"top", NULL, hkctl_top, O(OPT_INTERVAL) | O(OPT_COUNT), false,
+	 "[--interval MS] [--count N]  live per-node view"},
 	{"guest", "start", hkctl_guest_start, O(OPT_KERNEL) | O(OPT_CMDLINE), false,
 	 "[--kernel FILE] [--cmdline STR]"},
 	{"guest", "stop", hkctl_guest_stop, 0, false, "stop every vCPU; the guest can be inspected"},
@@ -70,7 +75,8 @@ static void usage(FILE *f)
 		fprintf(f, "  %-16s %s\n", name, commands[i].help);
 	}
 	fprintf(f, "\nThe daemon is found through --socket, or the control socket of --node (default:\n"
-		   "the first node) in --config (default: $HK_CONFIG, else " DEFAULT_CONFIG ").\n"
+		   "the first node) in --config (default: $HK_CONFIG, else " DEFAULT_CONFIG ");\n"
+		   "status and top ask every node of the config unless --node or --socket is given.\n"
 		   "--json prints one JSON object on stdout.  See docs/hkctl.md.\n");
 }
 
@@ -149,13 +155,28 @@ static int resolve_socket(struct hkctl *c)
 	return 0;
 }
 
-int hkctl_call(struct hkctl *c, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse **rsp,
-	       unsigned timeout_s)
+int hkctl_usage_error(const char *fmt, ...)
 {
-	int fd = hk_ctl_connect(c->sock), ret;
+	va_list ap;
 
-	if (fd < 0)
-		return hkctl_die("cannot reach hkd at %s: %s", c->sock, strerror(-fd));
+	fputs("hkctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return 2;
+}
+
+int hkctl_call_at(const char *sock, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse **rsp,
+		  unsigned timeout_s, char *err, size_t errlen)
+{
+	int fd = hk_ctl_connect(sock), ret;
+
+	*rsp = NULL;
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot reach hkd at %s: %s", sock, strerror(-fd));
+		return -1;
+	}
 	if (timeout_s) {
 		struct timeval tv = {.tv_sec = timeout_s};
 
@@ -163,15 +184,29 @@ int hkctl_call(struct hkctl *c, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse *
 	}
 	req->version = HK_CTL_VERSION;
 	ret = hk_ctl_call(fd, req, rsp);
+	if (ret == HK_WIRE_IO && (errno == EAGAIN || errno == EWOULDBLOCK) && timeout_s)
+		snprintf(err, errlen, "hkd at %s: no reply within %u s", sock, timeout_s);
+	else if (ret != HK_WIRE_OK)
+		snprintf(err, errlen, "hkd at %s: %s", sock, hk_wire_strerror(ret));
 	close(fd);
 	if (ret != HK_WIRE_OK)
-		return hkctl_die("hkd at %s: %s", c->sock, hk_wire_strerror(ret));
+		return -1;
 	if ((*rsp)->error && *(*rsp)->error) {
-		hkctl_die("%s", (*rsp)->error);
+		snprintf(err, errlen, "%s", (*rsp)->error);
 		hk__ctl__ctl_response__free_unpacked(*rsp, NULL);
 		*rsp = NULL;
-		return 1;
+		return -1;
 	}
+	return 0;
+}
+
+int hkctl_call(struct hkctl *c, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse **rsp,
+	       unsigned timeout_s)
+{
+	char err[768];
+
+	if (hkctl_call_at(c->sock, req, rsp, timeout_s, err, sizeof(err)))
+		return hkctl_die("%s", err);
 	return 0;
 }
 
@@ -219,6 +254,12 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &c))
 		return 1;
+	/* One-word commands take no further words: a usage error, not an
+	 * unknown command ("hkctl nodes extra"). */
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!commands[i].w1 && !strcmp(c.words[0], commands[i].w0) && c.nwords > 1)
+			return hkctl_usage_error("'%s' takes no arguments, not '%s' (see hkctl --help)",
+						 commands[i].w0, c.words[1]);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		const struct command *cmd = &commands[i];
 

@@ -23,6 +23,8 @@ enum hkctl_opt {
 	OPT_MODE,
 	OPT_DATA_SIZE,
 	OPT_OPS,
+	OPT_INTERVAL,
+	OPT_COUNT,
 	OPT_MAX,
 };
 
@@ -38,9 +40,14 @@ struct hkctl {
 
 /* One line on stderr ("hkctl: ..."); returns 1 for `return die(...)`. */
 int hkctl_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A usage error: one line on stderr; returns 2, the exit status for bad arguments. */
+int hkctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* One request, one reply; 0 or 1 after printing the error.  timeout_s 0 = none. */
 int hkctl_call(struct hkctl *c, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse **rsp,
 	       unsigned timeout_s);
+/* The same to the daemon at sock, quietly: 0, or -1 with one line in err. */
+int hkctl_call_at(const char *sock, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse **rsp,
+		  unsigned timeout_s, char *err, size_t errlen);
 /* Parse option values; 0 or 1 after printing the error. */
 int hkctl_opt_size(struct hkctl *c, enum hkctl_opt o, uint64_t def, uint64_t *out);
 int hkctl_opt_uint(struct hkctl *c, enum hkctl_opt o, uint64_t def, uint64_t max, uint64_t *out);
@@ -53,6 +60,27 @@ void hkctl_print_json(json_t *j);
 void hkctl_print_guest(const Hk__Ctl__GuestInfo *g);
 
 #define HKCTL_REPLY_TIMEOUT_S 60
+/* status and top ask every node: one that hangs must not hold up the rest for long. */
+#define HKCTL_NODE_TIMEOUT_S 5
+
+/*
+ * hkctl_status.c: one status reply per node.  Without --socket or --node
+ * every [node] of the config is asked, in config order; otherwise the one
+ * daemon named.
+ */
+struct hkctl_node_status {
+	char name[64];	/* "" when only --socket names the daemon */
+	char sock[108];
+	Hk__Ctl__CtlResponse *rsp; /* NULL: did not answer */
+	char err[512];		   /* why, when rsp is NULL */
+	uint64_t at_ns;		   /* when the reply came (CLOCK_MONOTONIC) */
+};
+
+/* Number of targets written to out (max HK_MAX_NODES entries). */
+unsigned hkctl_status_targets(struct hkctl *c, struct hkctl_node_status *out);
+/* Ask each target; returns how many did not answer. */
+unsigned hkctl_status_query(struct hkctl_node_status *t, unsigned n, unsigned timeout_s);
+void hkctl_status_release(struct hkctl_node_status *t, unsigned n);
 
 /* Commands: 0 on success. */
 int hkctl_status(struct hkctl *c);
@@ -66,5 +94,7 @@ int hkctl_replica_stats(struct hkctl *c);
 int hkctl_replica_verify(struct hkctl *c);
 int hkctl_disk_mkdata(struct hkctl *c);
 int hkctl_drill_restart(struct hkctl *c);
+int hkctl_nodes(struct hkctl *c);
+int hkctl_top(struct hkctl *c);
 
 #endif

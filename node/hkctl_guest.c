@@ -1,4 +1,4 @@
-/* hkctl status and hkctl guest ...: one node's guest. */
+/* hkctl guest ...: one node's guest (hkctl status is in hkctl_status.c). */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -56,79 +56,6 @@ void hkctl_print_guest(const Hk__Ctl__GuestInfo *g)
 		printf("reason        %s\n", g->reason);
 	printf("kernel        %s\n", g->kernel);
 	printf("cmdline       %s\n", g->cmdline);
-}
-
-int hkctl_status(struct hkctl *c)
-{
-	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
-	Hk__Ctl__StatusRequest sr = HK__CTL__STATUS_REQUEST__INIT;
-	Hk__Ctl__CtlResponse *rsp;
-	const Hk__Ctl__StatusReply *s;
-	char buf[32], buf2[32];
-
-	req.req_case = HK__CTL__CTL_REQUEST__REQ_STATUS;
-	req.status = &sr;
-	if (hkctl_call(c, &req, &rsp, HKCTL_REPLY_TIMEOUT_S))
-		return 1;
-	if (rsp->rep_case != HK__CTL__CTL_RESPONSE__REP_STATUS) {
-		hk__ctl__ctl_response__free_unpacked(rsp, NULL);
-		return hkctl_die("hkd sent an unexpected reply to status");
-	}
-	s = rsp->status;
-	if (c->json) {
-		json_t *vcpus = json_array(), *disks = json_array(), *j;
-
-		for (unsigned i = 0; i < s->vcpus; i++)
-			json_array_append_new(vcpus, json_pack("{s:i, s:s}", "index", i, "node",
-							       s->node));
-		for (size_t i = 0; i < s->n_disks; i++) {
-			const Hk__Ctl__DiskInfo *di = s->disks[i];
-
-			json_array_append_new(disks,
-					      json_pack("{s:s, s:s, s:I, s:i, s:b, s:s}", "name", di->name,
-							"path", di->path, "size", (json_int_t)di->size,
-							"id", (int)di->id, "direct", di->direct,
-							"backend", di->backend));
-		}
-		j = json_pack("{s:s, s:s, s:i, s:I, s:i, s:o, s:I, s:o, s:I, s:I, s:I, s:I}", "node",
-			      s->node, "cluster", s->cluster, "pid", (int)s->pid, "uptime_ms",
-			      (json_int_t)s->uptime_ms, "vcpus", (int)s->vcpus, "vcpu_list", vcpus,
-			      "guest_memory", (json_int_t)s->guest_memory, "guest",
-			      hkctl_guest_json(s->guest), "resident_pages",
-			      (json_int_t)s->resident_pages, "uffd_faults", (json_int_t)s->uffd_faults,
-			      "vcpu_exits", (json_int_t)s->vcpu_exits, "console_bytes",
-			      (json_int_t)s->console_bytes);
-		json_object_set_new(j, "disks", disks);
-		json_object_set_new(j, "replicas_enabled", json_boolean(s->replicas_enabled));
-		json_object_set_new(j, "tsc_khz", json_integer((json_int_t)s->tsc_khz));
-		json_object_set_new(j, "bytes_from_disk", json_integer((json_int_t)s->bytes_from_disk));
-		json_object_set_new(j, "bytes_from_replicas",
-				    json_integer((json_int_t)s->bytes_from_replicas));
-		json_object_set_new(j, "wp_faults", json_integer((json_int_t)s->wp_faults));
-		json_object_set_new(j, "kept_pages", json_integer((json_int_t)s->kept_pages));
-		hkctl_print_json(j);
-	} else {
-		printf("node          %s (cluster %s, pid %u, up %.1f s)\n", s->node, s->cluster,
-		       s->pid, s->uptime_ms / 1000.0);
-		printf("vcpus         %u\n", s->vcpus);
-		printf("guest memory  %s\n", hk_format_size(s->guest_memory, buf, sizeof(buf)));
-		hkctl_print_guest(s->guest);
-		printf("resident      %llu pages (%s)\n", (unsigned long long)s->resident_pages,
-		       hk_format_size(s->resident_pages * 4096, buf, sizeof(buf)));
-		printf("uffd faults   %llu\n", (unsigned long long)s->uffd_faults);
-		printf("vcpu exits    %llu\n", (unsigned long long)s->vcpu_exits);
-		printf("console       %llu bytes\n", (unsigned long long)s->console_bytes);
-		printf("replicas      %s; guest reads %s from disk, %s from replicas\n",
-		       s->replicas_enabled ? "on" : "off",
-		       hk_format_size(s->bytes_from_disk, buf, sizeof(buf)),
-		       hk_format_size(s->bytes_from_replicas, buf2, sizeof(buf2)));
-		for (size_t i = 0; i < s->n_disks; i++)
-			printf("disk %-8s %s, %s, %s%s\n", s->disks[i]->name, s->disks[i]->path,
-			       hk_format_size(s->disks[i]->size, buf, sizeof(buf)),
-			       s->disks[i]->backend, s->disks[i]->direct ? ", O_DIRECT" : "");
-	}
-	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
-	return 0;
 }
 
 /* start, stop and reboot: one request, the guest's state as the reply. */

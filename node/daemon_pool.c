@@ -1,0 +1,636 @@
+/*
+ * One guest over the nodes of a cluster.
+ *
+ * The first node of hk.conf (the leader) is where hkctl starts, stops and
+ * waits for the guest.  A start goes:
+ *   leader -> every node  PREPARE   create the VM: pooled memory, every vCPU
+ *                                   (parked unless placed here), no devices
+ *   node -> leader        PREPARED  ok or the error
+ *   leader                          create its own VM, load the kernel
+ *   leader -> every node  RUN       start the vCPUs placed here
+ * vCPU i is placed on node i mod N.  Serial output of every node goes to
+ * the leader's console buffer.  When the guest ends anywhere (exit port,
+ * crash, hkctl guest stop, a node lost), the node that saw it tells the
+ * leader (END), the leader tells everyone (STOP).  A node keeps serving its
+ * pages until its guest is replaced: a vCPU elsewhere may still be waiting
+ * for one before it can see the stop.
+ *
+ * Messages are proto/guest.proto (class HK_MSG_GUEST) and proto/coh.proto
+ * (class HK_MSG_COH, handed to hyperkernel's engine as they are).
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cluster.h"
+#include "daemon.h"
+#include "guest.pb-c.h"
+
+#define POOL_WIRE_VERSION  1
+#define POOL_JOIN_MS	   60000
+#define POOL_PREPARE_MS	   30000
+#define LEADER		   0u
+
+struct hk_daemon_pool {
+	struct hk_daemon *d;
+
+	/* The memory coherence messages go to, and its guest generation.
+	 * Readers are deliveries on the progress thread; the writer is the
+	 * guest's creation and destruction. */
+	pthread_rwlock_t mem_lock;
+	struct hk_mem *mem;
+	uint64_t guest;
+
+	/* Leader: answers to a PREPARE. */
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	uint64_t preparing;
+	unsigned prepared, failed;
+	char prepare_err[256];
+
+	_Atomic uint64_t vcpu_migrations;
+};
+
+/* ---- sending ------------------------------------------------------------ */
+
+static int guest_send(struct hk_daemon *d, unsigned node, const Hk__Guest__GuestMsg *m)
+{
+	size_t len = hk__guest__guest_msg__get_packed_size(m);
+	uint8_t *buf;
+	int ret;
+
+	if (len > HK_CLUSTER_MSG_MAX)
+		return -EMSGSIZE;
+	buf = malloc(len);
+	if (!buf)
+		return -ENOMEM;
+	hk__guest__guest_msg__pack(m, buf);
+	ret = hk_cluster_send(d->cluster, node, HK_MSG_GUEST, buf, len);
+	free(buf);
+	return ret;
+}
+
+static void guest_msg_init(Hk__Guest__GuestMsg *m, Hk__Guest__GuestType type, uint64_t guest)
+{
+	hk__guest__guest_msg__init(m);
+	m->version = POOL_WIRE_VERSION;
+	m->type = type;
+	m->guest = guest;
+}
+
+static void broadcast(struct hk_daemon *d, const Hk__Guest__GuestMsg *m)
+{
+	for (unsigned n = 0; n < d->cfg->n_nodes; n++)
+		if (n != d->node_id)
+			guest_send(d, n, m); /* a down node is reported by the cluster */
+}
+
+static int coh_send(void *ctx, unsigned node, const void *msg, size_t len)
+{
+	struct hk_daemon *d = ctx;
+
+	return hk_cluster_send(d->cluster, node, HK_MSG_COH, msg, len);
+}
+
+static const struct hk_pool_transport coh_transport = {
+	.size = sizeof(struct hk_pool_transport),
+	.send = coh_send,
+};
+
+/* ---- the guest on this node -------------------------------------------- */
+
+static void pool_config(struct hk_daemon *d, uint64_t guest, struct hk_pool_config *pc,
+			uint64_t *parked)
+{
+	unsigned n = d->cfg->n_nodes;
+
+	*pc = (struct hk_pool_config){
+		.self = d->node_id,
+		.n_nodes = n,
+		.transport = &coh_transport,
+		.ctx = d,
+		.guest = guest,
+	};
+	for (unsigned i = 0; i < n; i++)
+		pc->node_memory[i] = d->cfg->nodes[i].memory;
+	*parked = 0;
+	for (unsigned v = 0; v < d->cfg->vcpus; v++)
+		if (v % n != d->node_id)
+			*parked |= 1ull << v;
+}
+
+static void publish_mem(struct hk_daemon *d, struct hk_mem *mem, uint64_t guest)
+{
+	pthread_rwlock_wrlock(&d->pool->mem_lock);
+	d->pool->mem = mem;
+	d->pool->guest = guest;
+	pthread_rwlock_unlock(&d->pool->mem_lock);
+}
+
+void hk_daemon_pool_forget(struct hk_daemon *d, struct hk_vm *vm)
+{
+	if (!d->pool)
+		return;
+	pthread_rwlock_wrlock(&d->pool->mem_lock);
+	if (d->pool->mem == hk_vm_mem(vm))
+		d->pool->mem = NULL;
+	pthread_rwlock_unlock(&d->pool->mem_lock);
+}
+
+struct watch {
+	struct hk_daemon *d;
+	struct hk_guest *g;
+	uint64_t guest;
+};
+
+/* Waits for this node's view of the guest to end and spreads the news. */
+static void *watch_thread(void *arg)
+{
+	struct watch *w = arg;
+	struct hk_daemon *d = w->d;
+	struct hk_vm_result r;
+	Hk__Guest__GuestMsg m;
+
+	hk_vm_wait(w->g->vm, -1, &r);
+	if (d->node_id == LEADER) {
+		guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_STOP, w->guest);
+		m.error = r.reason;
+		broadcast(d, &m);
+	} else if (r.state != HK_VM_STOPPED) {
+		guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_END, w->guest);
+		m.state = r.state;
+		m.exit_status = r.exit_status;
+		m.error = r.reason;
+		guest_send(d, LEADER, &m);
+	}
+	hk_daemon_guest_put(d, w->g);
+	free(w);
+	return NULL;
+}
+
+/* locked: the caller holds d->lock (guest start on the leader). */
+static int watch_start(struct hk_daemon *d, struct hk_guest *g, uint64_t guest, bool locked)
+{
+	struct watch *w = malloc(sizeof(*w));
+	pthread_attr_t a;
+	pthread_t t;
+	int ret;
+
+	if (!w)
+		return -ENOMEM;
+	if (!locked)
+		pthread_mutex_lock(&d->lock);
+	g->refs++;
+	if (!locked)
+		pthread_mutex_unlock(&d->lock);
+	*w = (struct watch){.d = d, .g = g, .guest = guest};
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	ret = pthread_create(&t, &a, watch_thread, w);
+	pthread_attr_destroy(&a);
+	if (ret) {
+		if (locked)
+			g->refs--; /* not the last: the caller holds one */
+		else
+			hk_daemon_guest_put(d, g);
+		free(w);
+		return -ret;
+	}
+	return 0;
+}
+
+/* The current guest, with a reference, if it is generation `guest`. */
+static struct hk_guest *guest_of(struct hk_daemon *d, uint64_t guest)
+{
+	struct hk_guest *g;
+
+	pthread_mutex_lock(&d->lock);
+	g = d->guest;
+	if (g && g->pool_guest == guest)
+		g->refs++;
+	else
+		g = NULL;
+	pthread_mutex_unlock(&d->lock);
+	return g;
+}
+
+/* ---- leader: hkctl guest start ------------------------------------------ */
+
+int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *cmdline,
+			   struct hk_pool_config *pc, uint64_t *parked, char *err, size_t errlen)
+{
+	struct hk_daemon_pool *p = d->pool;
+	uint64_t guest = (uint64_t)time(NULL) << 20 | (hk_now_ns() & 0xfffff);
+	unsigned peers = d->cfg->n_nodes - 1;
+	struct timespec until;
+	Hk__Guest__GuestMsg m;
+	int ret = 0;
+
+	if (d->node_id != LEADER) {
+		snprintf(err, errlen, "a pooled guest is started on %s, the first node of %s "
+				      "(hkctl --node %s)",
+			 d->cfg->nodes[LEADER].name, d->cfg->path, d->cfg->nodes[LEADER].name);
+		return -EINVAL;
+	}
+	pool_config(d, guest, pc, parked);
+	pthread_mutex_lock(&p->lock);
+	p->preparing = guest;
+	p->prepared = p->failed = 0;
+	p->prepare_err[0] = 0;
+	pthread_mutex_unlock(&p->lock);
+
+	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_PREPARE, guest);
+	m.kernel = (char *)kernel;
+	m.cmdline = (char *)cmdline;
+	m.memory = hk_config_guest_memory(d->cfg);
+	m.vcpus = d->cfg->vcpus;
+	for (unsigned n = 1; n < d->cfg->n_nodes; n++) {
+		ret = guest_send(d, n, &m);
+		if (ret) {
+			snprintf(err, errlen, "node %s: %s", d->cfg->nodes[n].name,
+				 ret == -ENOTCONN ? "is down" : strerror(-ret));
+			goto undo;
+		}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += POOL_PREPARE_MS / 1000;
+	pthread_mutex_lock(&p->lock);
+	while (p->prepared + p->failed < peers &&
+	       pthread_cond_timedwait(&p->cv, &p->lock, &until) != ETIMEDOUT)
+		;
+	if (p->failed) {
+		snprintf(err, errlen, "%s", p->prepare_err);
+		ret = -EIO;
+	} else if (p->prepared < peers) {
+		snprintf(err, errlen, "%u of %u nodes did not prepare the guest within %d s",
+			 peers - p->prepared, peers, POOL_PREPARE_MS / 1000);
+		ret = -ETIMEDOUT;
+	}
+	p->preparing = 0;
+	pthread_mutex_unlock(&p->lock);
+	if (!ret)
+		return 0;
+undo:
+	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_STOP, guest);
+	m.error = "guest start failed";
+	broadcast(d, &m);
+	return ret;
+}
+
+int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_t errlen)
+{
+	Hk__Guest__GuestMsg m;
+	int ret;
+
+	publish_mem(d, hk_vm_mem(g->vm), g->pool_guest);
+	ret = watch_start(d, g, g->pool_guest, true);
+	if (ret) {
+		snprintf(err, errlen, "cannot start the guest watcher: %s", strerror(-ret));
+		return ret;
+	}
+	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_RUN, g->pool_guest);
+	for (unsigned n = 1; n < d->cfg->n_nodes; n++) {
+		ret = guest_send(d, n, &m);
+		if (ret) {
+			snprintf(err, errlen, "node %s: %s", d->cfg->nodes[n].name,
+				 ret == -ENOTCONN ? "is down" : strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
+/* ---- other nodes ---------------------------------------------------------- */
+
+static void forward_console(void *ctx, const char *buf, size_t len)
+{
+	struct hk_guest *g = ctx;
+	Hk__Guest__GuestMsg m;
+
+	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_CONSOLE, g->pool_guest);
+	m.console.data = (uint8_t *)buf;
+	m.console.len = len;
+	guest_send(g->daemon, LEADER, &m);
+}
+
+struct job {
+	struct hk_daemon *d;
+	Hk__Guest__GuestMsg *m; /* owned */
+};
+
+/* PREPARE, on its own thread: creating a VM reads the kernel file. */
+static void *prepare_thread(void *arg)
+{
+	struct job *j = arg;
+	struct hk_daemon *d = j->d;
+	struct hk_guest *g = calloc(1, sizeof(*g)), *old;
+	struct hk_pool_config pc;
+	struct hk_vm_config vc = {0};
+	Hk__Guest__GuestMsg r;
+	char err[256] = "";
+	int ret = -ENOMEM;
+
+	guest_msg_init(&r, HK__GUEST__GUEST_TYPE__GUEST_PREPARED, j->m->guest);
+	if (!g)
+		goto reply;
+	g->refs = 1;
+	g->daemon = d;
+	g->pool_guest = j->m->guest;
+	g->kernel = strdup(j->m->kernel);
+	g->cmdline = strdup(j->m->cmdline);
+	pool_config(d, j->m->guest, &pc, &vc.start_parked);
+	vc.kernel_path = j->m->kernel;
+	vc.cmdline = j->m->cmdline;
+	vc.memory = j->m->memory;
+	vc.vcpus = j->m->vcpus;
+	vc.console = forward_console;
+	vc.console_ctx = g;
+	vc.node_id = d->node_id;
+	vc.pool = &pc;
+	if (vc.memory != hk_config_guest_memory(d->cfg) || vc.vcpus != d->cfg->vcpus) {
+		snprintf(err, sizeof(err), "guest layout (memory, vCPUs) differs from this node's "
+					   "hk.conf");
+		ret = -EINVAL;
+		goto reply;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (d->guest)
+		hk_vm_stop(d->guest->vm, "replaced by a new guest");
+	ret = hk_vm_create(&vc, &g->vm, err, sizeof(err));
+	if (ret) {
+		pthread_mutex_unlock(&d->lock);
+		goto reply;
+	}
+	old = d->guest;
+	d->guest = g;
+	g = NULL;
+	hk_console_reset(&d->console);
+	pthread_mutex_unlock(&d->lock);
+	publish_mem(d, hk_vm_mem(d->guest->vm), j->m->guest);
+	if (old)
+		hk_daemon_guest_put(d, old);
+reply:
+	if (ret) {
+		char line[320];
+
+		snprintf(line, sizeof(line), "node %s: %s", d->node->name, err);
+		r.error = line;
+		fprintf(stderr, "hkd[%s]: pooled guest: %s\n", d->node->name, err);
+		guest_send(d, LEADER, &r);
+	} else {
+		guest_send(d, LEADER, &r);
+	}
+	if (g) {
+		if (g->vm)
+			hk_vm_destroy(g->vm);
+		free(g->kernel);
+		free(g->cmdline);
+		free(g);
+	}
+	hk__guest__guest_msg__free_unpacked(j->m, NULL);
+	free(j);
+	return NULL;
+}
+
+static void *run_thread(void *arg)
+{
+	struct job *j = arg;
+	struct hk_daemon *d = j->d;
+	struct hk_guest *g = guest_of(d, j->m->guest);
+
+	if (g) {
+		int ret = watch_start(d, g, j->m->guest, false);
+
+		if (!ret)
+			ret = hk_vm_start(g->vm);
+		if (ret)
+			hk_vm_end(g->vm, HK_VM_CRASHED, 0, "cannot start the vCPUs placed here");
+		fprintf(stderr, "hkd[%s]: pooled guest running\n", d->node->name);
+		hk_daemon_guest_put(d, g);
+	}
+	hk__guest__guest_msg__free_unpacked(j->m, NULL);
+	free(j);
+	return NULL;
+}
+
+/* STOP and END join vCPU threads: never on the progress thread, whose
+ * deliveries those vCPUs may be waiting for. */
+static void *stop_thread(void *arg)
+{
+	struct job *j = arg;
+	struct hk_daemon *d = j->d;
+	struct hk_guest *g = guest_of(d, j->m->guest);
+
+	if (g) {
+		if (j->m->type == HK__GUEST__GUEST_TYPE__GUEST_END)
+			hk_vm_end(g->vm, (enum hk_vm_state)j->m->state, j->m->exit_status,
+				  j->m->error);
+		else
+			hk_vm_stop(g->vm, *j->m->error ? j->m->error : "stopped by the leader");
+		hk_daemon_guest_put(d, g);
+	}
+	hk__guest__guest_msg__free_unpacked(j->m, NULL);
+	free(j);
+	return NULL;
+}
+
+static void spawn(struct hk_daemon *d, Hk__Guest__GuestMsg *m, void *(*fn)(void *))
+{
+	struct job *j = malloc(sizeof(*j));
+	pthread_attr_t a;
+	pthread_t t;
+
+	if (!j) {
+		hk__guest__guest_msg__free_unpacked(m, NULL);
+		return;
+	}
+	*j = (struct job){.d = d, .m = m};
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &a, fn, j)) {
+		fprintf(stderr, "hkd[%s]: cannot start a guest job thread\n", d->node->name);
+		hk__guest__guest_msg__free_unpacked(m, NULL);
+		free(j);
+	}
+	pthread_attr_destroy(&a);
+}
+
+/* ---- receiving ------------------------------------------------------------ */
+
+static void on_coh(void *ctx, unsigned from, const void *buf, size_t len)
+{
+	struct hk_daemon *d = ctx;
+
+	pthread_rwlock_rdlock(&d->pool->mem_lock);
+	if (d->pool->mem)
+		hk_mem_pool_deliver(d->pool->mem, from, buf, len);
+	pthread_rwlock_unlock(&d->pool->mem_lock);
+}
+
+static void on_prepared(struct hk_daemon *d, unsigned from, const Hk__Guest__GuestMsg *m)
+{
+	struct hk_daemon_pool *p = d->pool;
+
+	pthread_mutex_lock(&p->lock);
+	if (m->guest == p->preparing) {
+		if (*m->error) {
+			p->failed++;
+			snprintf(p->prepare_err, sizeof(p->prepare_err), "%s", m->error);
+		} else {
+			p->prepared++;
+		}
+		pthread_cond_broadcast(&p->cv);
+	}
+	pthread_mutex_unlock(&p->lock);
+	(void)from;
+}
+
+static void on_guest(void *ctx, unsigned from, const void *buf, size_t len)
+{
+	struct hk_daemon *d = ctx;
+	Hk__Guest__GuestMsg *m = hk__guest__guest_msg__unpack(NULL, len, buf);
+	bool from_leader = from == LEADER, leader = d->node_id == LEADER;
+
+	if (!m || m->version != POOL_WIRE_VERSION) {
+		fprintf(stderr, "hkd[%s]: dropped a malformed guest message from %s\n",
+			d->node->name, d->cfg->nodes[from].name);
+		goto out;
+	}
+	switch (m->type) {
+	case HK__GUEST__GUEST_TYPE__GUEST_PREPARE:
+		if (!from_leader || leader)
+			break;
+		spawn(d, m, prepare_thread);
+		return;
+	case HK__GUEST__GUEST_TYPE__GUEST_RUN:
+		if (!from_leader || leader)
+			break;
+		spawn(d, m, run_thread);
+		return;
+	case HK__GUEST__GUEST_TYPE__GUEST_STOP:
+		if (!from_leader || leader)
+			break;
+		spawn(d, m, stop_thread);
+		return;
+	case HK__GUEST__GUEST_TYPE__GUEST_END:
+		if (!leader)
+			break;
+		fprintf(stderr, "hkd[%s]: guest ended on %s: %s\n", d->node->name,
+			d->cfg->nodes[from].name, m->error);
+		spawn(d, m, stop_thread);
+		return;
+	case HK__GUEST__GUEST_TYPE__GUEST_PREPARED:
+		if (leader)
+			on_prepared(d, from, m);
+		break;
+	case HK__GUEST__GUEST_TYPE__GUEST_CONSOLE:
+		if (leader && d->pool->guest == m->guest)
+			hk_console_append(&d->console, (const char *)m->console.data,
+					  m->console.len);
+		break;
+	default:
+		break;
+	}
+out:
+	if (m)
+		hk__guest__guest_msg__free_unpacked(m, NULL);
+}
+
+/*
+ * A lost node takes its pages with it: the guest cannot go on.  End it
+ * here with the reason; vCPUs waiting for that node's pages are released
+ * by the engine's abort, and the leader stops everyone else.
+ */
+static void on_peer(void *ctx, unsigned node, bool up, const char *why)
+{
+	struct hk_daemon *d = ctx;
+	struct hk_guest *g;
+	char reason[200];
+
+	if (up)
+		return;
+	fprintf(stderr, "hkd[%s]: node %s is down: %s\n", d->node->name, d->cfg->nodes[node].name,
+		why);
+	pthread_rwlock_rdlock(&d->pool->mem_lock);
+	if (d->pool->mem)
+		hk_mem_pool_abort(d->pool->mem, node);
+	pthread_rwlock_unlock(&d->pool->mem_lock);
+	pthread_mutex_lock(&d->lock);
+	g = d->guest;
+	if (g)
+		g->refs++;
+	pthread_mutex_unlock(&d->lock);
+	if (!g)
+		return;
+	snprintf(reason, sizeof(reason), "node %s is down: %s", d->cfg->nodes[node].name, why);
+	hk_vm_end(g->vm, HK_VM_CRASHED, 0, reason);
+	hk_daemon_guest_put(d, g);
+}
+
+/* ---- start and stop -------------------------------------------------------- */
+
+int hk_daemon_pool_start(struct hk_daemon *d, char *err, size_t errlen)
+{
+	struct hk_daemon_pool *p = calloc(1, sizeof(*p));
+	int ret;
+
+	if (!p) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	p->d = d;
+	pthread_rwlock_init(&p->mem_lock, NULL);
+	pthread_mutex_init(&p->lock, NULL);
+	{
+		pthread_condattr_t ca; /* deadlines are CLOCK_MONOTONIC */
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&p->cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	d->pool = p;
+	ret = hk_cluster_create(d->cfg, d->node_id, &d->cluster, err, errlen);
+	if (ret)
+		return ret;
+	hk_cluster_on(d->cluster, HK_MSG_COH, on_coh, d);
+	hk_cluster_on(d->cluster, HK_MSG_GUEST, on_guest, d);
+	hk_cluster_on_peer(d->cluster, on_peer, d);
+	fprintf(stderr, "hkd[%s]: joining cluster %s (%u nodes, %s)\n", d->node->name,
+		d->cfg->cluster_name, d->cfg->n_nodes, hk_cluster_provider(d->cluster));
+	ret = hk_cluster_join(d->cluster, POOL_JOIN_MS, err, errlen);
+	if (ret)
+		return ret;
+	fprintf(stderr, "hkd[%s]: cluster %s formed: %u nodes\n", d->node->name,
+		d->cfg->cluster_name, d->cfg->n_nodes);
+	return 0;
+}
+
+void hk_daemon_pool_stop(struct hk_daemon *d)
+{
+	hk_cluster_destroy(d->cluster);
+	d->cluster = NULL;
+	if (d->pool) {
+		pthread_rwlock_destroy(&d->pool->mem_lock);
+		pthread_mutex_destroy(&d->pool->lock);
+		pthread_cond_destroy(&d->pool->cv);
+		free(d->pool);
+		d->pool = NULL;
+	}
+}
+
+void hk_daemon_pool_stats(struct hk_daemon *d, struct hk_pool_stats *st, uint64_t *vcpu_migrations)
+{
+	memset(st, 0, sizeof(*st));
+	*vcpu_migrations = 0;
+	if (!d->pool)
+		return;
+	pthread_rwlock_rdlock(&d->pool->mem_lock);
+	if (d->pool->mem)
+		hk_mem_pool_stats(d->pool->mem, st);
+	pthread_rwlock_unlock(&d->pool->mem_lock);
+	*vcpu_migrations = atomic_load(&d->pool->vcpu_migrations);
+}

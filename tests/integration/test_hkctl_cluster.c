@@ -1,0 +1,477 @@
+/*
+ * hkctl nodes, status and top against real hkd daemons forming a cluster
+ * on loopback: three [node] sections of one generated hk.conf on free
+ * 127.0.0.1 ports, the default tcp;ofi_rxm provider.  No guest is booted,
+ * so this runs without /dev/kvm.  Every daemon a test starts is killed and
+ * reaped by the suite's fini, also when the test fails.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cluster.h"
+#include "hk_test.h"
+
+#define MAX_NODES 3
+
+static struct {
+	char hkd[4096], hkctl[4096];
+	char dir[64], conf[128];
+	char sock[MAX_NODES][100], log[MAX_NODES][128];
+	pid_t pid[MAX_NODES];
+	unsigned n;
+} cl;
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* n distinct free TCP ports on 127.0.0.1: all bound at once, then let go. */
+static void free_ports(unsigned n, int *ports)
+{
+	int fds[MAX_NODES];
+
+	for (unsigned i = 0; i < n; i++) {
+		struct sockaddr_in sa = {.sin_family = AF_INET,
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		socklen_t len = sizeof(sa);
+
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		cr_assert_geq(fds[i], 0);
+		cr_assert_eq(bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0, "bind: %s",
+			     strerror(errno));
+		cr_assert_eq(getsockname(fds[i], (struct sockaddr *)&sa, &len), 0);
+		ports[i] = ntohs(sa.sin_port);
+	}
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+static void kill_node(unsigned i)
+{
+	int st;
+
+	if (cl.pid[i] <= 0)
+		return;
+	kill(cl.pid[i], SIGKILL);
+	waitpid(cl.pid[i], &st, 0);
+	cl.pid[i] = 0;
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	for (unsigned i = 0; i < cl.n; i++) {
+		if (cl.pid[i] > 0)
+			hk_stop(cl.pid[i], 10);
+		cl.pid[i] = 0;
+		unlink(cl.sock[i]);
+	}
+	if (cl.dir[0]) {
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", cl.dir);
+		if (system(cmd))
+			fprintf(stderr, "cannot remove %s\n", cl.dir);
+	}
+	cl.dir[0] = 0;
+	cl.n = 0;
+}
+
+TestSuite(hkctl_cluster, .fini = teardown);
+
+static void dump_logs(void)
+{
+	for (unsigned i = 0; i < cl.n; i++) {
+		char cmd[200];
+
+		snprintf(cmd, sizeof(cmd), "tail -n 20 %s >&2", cl.log[i]);
+		if (system(cmd))
+			fprintf(stderr, "(no log %s)\n", cl.log[i]);
+	}
+}
+
+/* Write hk.conf with n nodes and start one hkd per node; returns once each answers. */
+static void start_cluster(unsigned n)
+{
+	int ports[MAX_NODES];
+	FILE *f;
+
+	memset(&cl, 0, sizeof(cl));
+	hk_build_path("node/hkd", cl.hkd, sizeof(cl.hkd));
+	hk_build_path("node/hkctl", cl.hkctl, sizeof(cl.hkctl));
+	snprintf(cl.dir, sizeof(cl.dir), "/tmp/hk-hkctlc-XXXXXX");
+	cr_assert_not_null(mkdtemp(cl.dir), "mkdtemp: %s", strerror(errno));
+	snprintf(cl.conf, sizeof(cl.conf), "%s/hk.conf", cl.dir);
+	free_ports(n, ports);
+	f = fopen(cl.conf, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "[cluster]\nname = hkctlc\n\n[guest]\nvcpus = 2\n\n");
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(cl.sock[i], sizeof(cl.sock[i]), "%s/n%u.sock", cl.dir, i + 1);
+		snprintf(cl.log[i], sizeof(cl.log[i]), "%s/n%u.log", cl.dir, i + 1);
+		fprintf(f, "[node n%u]\naddress = 127.0.0.1:%d\nmemory = 64M\ncontrol = %s\n\n",
+			i + 1, ports[i], cl.sock[i]);
+	}
+	fclose(f);
+	cl.n = n;
+	for (unsigned i = 0; i < n; i++) {
+		char name[8], *argv[] = {cl.hkd, "--config", cl.conf, "--node", name, NULL};
+
+		snprintf(name, sizeof(name), "n%u", i + 1);
+		cl.pid[i] = hk_spawn(argv, cl.log[i]);
+		cr_assert_gt(cl.pid[i], 0, "cannot start hkd");
+	}
+	/* A daemon serves hkctl only once the cluster has formed. */
+	for (unsigned i = 0; i < n; i++) {
+		if (!hk_wait_socket(cl.sock[i], 30)) {
+			dump_logs();
+			cr_assert_fail("hkd n%u did not open %s", i + 1, cl.sock[i]);
+		}
+	}
+}
+
+/* hkctl --config CONF ARGS...; NULL-terminated. */
+static void ctl(struct hk_proc_result *r, ...)
+{
+	char *argv[16] = {cl.hkctl, "--config", cl.conf};
+	unsigned n = 3;
+	va_list ap;
+
+	va_start(ap, r);
+	for (char *a; n < 15 && (a = va_arg(ap, char *));)
+		argv[n++] = a;
+	va_end(ap);
+	argv[n] = NULL;
+	hk_run_checked(argv, 60, r);
+}
+
+static json_t *parse(const char *out)
+{
+	json_error_t je;
+	json_t *j = json_loads(out, 0, &je);
+
+	cr_assert_not_null(j, "not JSON (%s): %s", je.text, out);
+	return j;
+}
+
+static json_t *node_named(json_t *nodes, const char *key, const char *name)
+{
+	size_t i;
+	json_t *o;
+
+	json_array_foreach(
+	    nodes, i,
+	    o) if (!strcmp(json_string_value(json_object_get(o, key)) ?: "", name)) return o;
+	cr_assert_fail("no node %s in %s", name, json_dumps(nodes, 0));
+	return NULL;
+}
+
+Test(hkctl_cluster, nodes_json_lists_three_up_nodes)
+{
+	struct hk_proc_result r = {0};
+	json_t *j, *nodes, *o;
+	unsigned self = 0;
+	size_t i;
+
+	start_cluster(3);
+	ctl(&r, "nodes", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "view")), "n1");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "cluster")), "hkctlc");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "provider")), "tcp;ofi_rxm");
+	cr_assert_eq(json_integer_value(json_object_get(j, "up")), 3);
+	nodes = json_object_get(j, "nodes");
+	cr_assert_eq(json_array_size(nodes), 3, "%s", r.out);
+	json_array_foreach(nodes, i, o)
+	{
+		char name[32];
+
+		snprintf(name, sizeof(name), "n%zu", i + 1);
+		cr_assert_str_eq(json_string_value(json_object_get(o, "name")), name);
+		cr_assert(json_is_true(json_object_get(o, "up")), "%s down: %s", name, r.out);
+		cr_assert(strstr(json_string_value(json_object_get(o, "address")), "127.0.0.1:"));
+		self += json_is_true(json_object_get(o, "self"));
+		if (i) { /* peers heartbeat every 250 ms */
+			cr_assert_geq(json_integer_value(json_object_get(o, "last_heard_ms")), 0);
+			cr_assert_lt(json_integer_value(json_object_get(o, "last_heard_ms")), 2000);
+			cr_assert_gt(json_integer_value(json_object_get(o, "msgs_recv")), 0);
+		}
+	}
+	cr_assert_eq(self, 1, "%s", r.out);
+	json_decref(j);
+
+	ctl(&r, "nodes", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "NAME") && strstr(r.out, "LAST-HEARD") && strstr(r.out, "RTT"),
+		  "%s", r.out);
+	cr_assert_eq(hk_count(r.out, " up "), 3, "%s", r.out);
+	hk_proc_result_free(&r);
+}
+
+static void assert_pool_keys(json_t *o, const char *what)
+{
+	static const char *const keys[] = {"resident_pages", "remote_faults", "invalidations",
+					   "vcpu_migrations"};
+
+	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+		cr_assert(json_is_integer(json_object_get(o, keys[k])), "%s has no %s: %s", what,
+			  keys[k], json_dumps(o, 0));
+}
+
+Test(hkctl_cluster, status_json_has_every_node_and_totals)
+{
+	/* Keys of a single node's status JSON: scripts and tests rely on them. */
+	static const char *const single[] = {"node",
+					     "cluster",
+					     "pid",
+					     "uptime_ms",
+					     "vcpus",
+					     "vcpu_list",
+					     "guest_memory",
+					     "guest",
+					     "resident_pages",
+					     "uffd_faults",
+					     "vcpu_exits",
+					     "console_bytes",
+					     "disks",
+					     "replicas_enabled",
+					     "tsc_khz",
+					     "bytes_from_disk",
+					     "bytes_from_replicas",
+					     "wp_faults",
+					     "kept_pages"};
+	struct hk_proc_result r = {0};
+	json_t *j, *nodes, *totals, *o;
+	size_t i;
+
+	start_cluster(3);
+	ctl(&r, "status", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	for (size_t k = 0; k < sizeof(single) / sizeof(single[0]); k++)
+		cr_assert_not_null(json_object_get(j, single[k]), "no top-level %s: %s", single[k],
+				   r.out);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "node")), "n1");
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "guest"), "state")),
+			 "none");
+	nodes = json_object_get(j, "nodes");
+	cr_assert_eq(json_array_size(nodes), 3, "%s", r.out);
+	json_array_foreach(nodes, i, o)
+	{
+		char name[32];
+
+		snprintf(name, sizeof(name), "n%zu", i + 1);
+		cr_assert_str_eq(json_string_value(json_object_get(o, "node")), name);
+		cr_assert(json_is_true(json_object_get(o, "up")));
+		assert_pool_keys(o, name);
+	}
+	totals = json_object_get(j, "totals");
+	assert_pool_keys(totals, "totals");
+	cr_assert_eq(json_integer_value(json_object_get(totals, "nodes")), 3);
+	cr_assert_eq(json_integer_value(json_object_get(totals, "nodes_up")), 3);
+	json_decref(j);
+
+	ctl(&r, "status", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "3 nodes (3 up)"), "%s", r.out);
+	cr_assert(strstr(r.out, "REMOTE-FLT") && strstr(r.out, "total"), "%s", r.out);
+
+	/* --node asks one daemon, as before clusters existed. */
+	ctl(&r, "--node", "n2", "status", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "node")), "n2");
+	cr_assert_eq(json_array_size(json_object_get(j, "nodes")), 1);
+	json_decref(j);
+	hk_proc_result_free(&r);
+}
+
+/* Poll `hkctl --node VIEW nodes --json` until node `dead` is down there; seconds it took. */
+static double wait_down(const char *view, const char *dead, double since, double limit)
+{
+	struct hk_proc_result r = {0};
+
+	for (;;) {
+		json_t *j;
+		bool down;
+
+		ctl(&r, "--node", view, "nodes", "--json", NULL);
+		j = parse(r.out);
+		down = !json_is_true(
+		    json_object_get(node_named(json_object_get(j, "nodes"), "name", dead), "up"));
+		json_decref(j);
+		if (down) {
+			cr_assert_eq(r.status, 1, "a down node must make nodes exit 1");
+			cr_assert(strstr(r.err, "1 of 3 nodes down"), "%s", r.err);
+			break;
+		}
+		cr_assert_eq(r.status, 0, "%s", r.err);
+		cr_assert_lt(now_s() - since, limit, "%s still shows %s up after %.1f s", view,
+			     dead, limit);
+		usleep(100 * 1000);
+	}
+	hk_proc_result_free(&r);
+	return now_s() - since;
+}
+
+Test(hkctl_cluster, killed_node_is_reported_down_and_status_fails)
+{
+	/* Heartbeats stop: down after HK_CLUSTER_DOWN_MS, plus slack for a busy host. */
+	const double limit = HK_CLUSTER_DOWN_MS / 1000.0 + 1.5;
+	struct hk_proc_result r = {0};
+	json_t *j, *nodes, *o;
+	double t0, took;
+
+	start_cluster(3);
+	t0 = now_s();
+	kill_node(1); /* n2, SIGKILL: no goodbye; its socket file stays behind */
+	took = wait_down("n1", "n2", t0, limit);
+	cr_log_info("n1 saw n2 down after %.2f s", took);
+	wait_down("n3", "n2", t0, limit);
+
+	ctl(&r, "status", "--json", NULL);
+	cr_assert_eq(r.status, 1, "a node that does not answer must fail status");
+	cr_assert(strstr(r.err, "n2"), "%s", r.err);
+	cr_assert_eq(hk_lines(r.err), 1, "%s", r.err);
+	j = parse(r.out);
+	nodes = json_object_get(j, "nodes");
+	cr_assert_eq(json_array_size(nodes), 3, "%s", r.out);
+	o = node_named(nodes, "node", "n2");
+	cr_assert(json_is_false(json_object_get(o, "up")));
+	cr_assert(strstr(json_string_value(json_object_get(o, "error")) ?: "", "n2.sock"), "%s",
+		  r.out);
+	assert_pool_keys(node_named(nodes, "node", "n1"), "n1");
+	assert_pool_keys(node_named(nodes, "node", "n3"), "n3");
+	cr_assert(json_is_true(json_object_get(node_named(nodes, "node", "n3"), "up")));
+	cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "totals"), "nodes_up")),
+		     2);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "node")), "n1");
+	json_decref(j);
+
+	ctl(&r, "status", NULL);
+	cr_assert_eq(r.status, 1);
+	cr_assert(strstr(r.out, "n1") && strstr(r.out, "n3") && strstr(r.out, "down"), "%s", r.out);
+	cr_assert(strstr(r.out, "3 nodes (2 up)"), "%s", r.out);
+	hk_proc_result_free(&r);
+}
+
+Test(hkctl_cluster, nodes_asks_the_next_node_when_the_first_is_gone)
+{
+	struct hk_proc_result r = {0};
+	json_t *j;
+
+	start_cluster(3);
+	kill_node(0);
+	unlink(cl.sock[0]);
+	wait_down("n2", "n1", now_s(), HK_CLUSTER_DOWN_MS / 1000.0 + 1.5);
+	ctl(&r, "nodes", "--json", NULL);
+	cr_assert_eq(r.status, 1, "%s", r.err);
+	j = parse(r.out);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "view")), "n2");
+	cr_assert_eq(json_integer_value(json_object_get(j, "up")), 2);
+	json_decref(j);
+	hk_proc_result_free(&r);
+}
+
+Test(hkctl_cluster, top_prints_count_blocks)
+{
+	struct hk_proc_result r = {0};
+	const char *p;
+
+	start_cluster(3);
+	ctl(&r, "top", "--count", "2", "--interval", "100", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_eq(hk_count(r.out, "hkctl top:"), 2, "%s", r.out);
+	cr_assert_null(strchr(r.out, '\033'), "escape codes on a pipe: %s", r.out);
+	/* The second block has rates: a number, not "-". */
+	p = strstr(r.out, "sample 2");
+	cr_assert_not_null(p, "%s", r.out);
+	cr_assert_eq(hk_count(p, "\nn1 "), 1, "%s", r.out);
+	cr_assert_eq(hk_count(p, "\nn3 "), 1, "%s", r.out);
+	cr_assert(strstr(p, "0.0"), "%s", r.out);
+	hk_proc_result_free(&r);
+}
+
+Test(hkctl_cluster, top_stops_cleanly_on_sigint)
+{
+	char log[160];
+	pid_t pid;
+	int st;
+
+	start_cluster(3);
+	char *argv[] = {cl.hkctl, "--config", cl.conf, "top", "--interval", "100", NULL};
+
+	snprintf(log, sizeof(log), "%s/top.out", cl.dir);
+	pid = hk_spawn(argv, log);
+	cr_assert_gt(pid, 0);
+	usleep(500 * 1000);
+	kill(pid, SIGINT);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "top ended with status %#x", st);
+}
+
+Test(hkctl_cluster, single_node_nodes_and_status)
+{
+	struct hk_proc_result r = {0};
+	json_t *j, *o;
+
+	start_cluster(1);
+	ctl(&r, "nodes", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	cr_assert_eq(json_array_size(json_object_get(j, "nodes")), 1);
+	o = json_array_get(json_object_get(j, "nodes"), 0);
+	cr_assert(json_is_true(json_object_get(o, "self")));
+	cr_assert(json_is_true(json_object_get(o, "up")));
+	json_decref(j);
+
+	ctl(&r, "status", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	cr_assert_eq(json_array_size(json_object_get(j, "nodes")), 1);
+	assert_pool_keys(json_object_get(j, "totals"), "totals");
+	json_decref(j);
+
+	/* One node, human output: the single-node layout. */
+	ctl(&r, "status", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "node          n1"), "%s", r.out);
+	hk_proc_result_free(&r);
+}
+
+Test(hkctl_cluster, bad_arguments_exit_2_with_one_line)
+{
+	static const char *const cases[][4] = {
+	    {"top", "--interval", "abc", "abc"}, {"top", "--interval", "5", "'5'"},
+	    {"top", "--count", "-1", "-1"},	 {"top", "--json", NULL, "--json"},
+	    {"nodes", "extra", NULL, "extra"},	 {"status", "extra", NULL, "extra"},
+	};
+	struct hk_proc_result r = {0};
+
+	start_cluster(1);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ctl(&r, cases[i][0], cases[i][1], cases[i][2], NULL);
+		cr_assert_eq(r.status, 2, "hkctl %s %s %s: status %d (%s)", cases[i][0],
+			     cases[i][1], cases[i][2] ?: "", r.status, r.err);
+		cr_assert_eq(hk_lines(r.err), 1, "%s", r.err);
+		cr_assert(strstr(r.err, cases[i][3]), "%s", r.err);
+		cr_assert_str_eq(r.out, "");
+	}
+	hk_proc_result_free(&r);
+}
