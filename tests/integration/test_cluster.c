@@ -1,8 +1,8 @@
 /*
  * deploy/cluster.sh as a user runs it: up writes a config and a disk and
- * returns once the daemon answers; status reports it; down leaves no
- * process, socket or pid file behind.  No guest is booted, so this runs
- * without /dev/kvm.
+ * returns once the daemons answer (and, with -n > 1, have formed the
+ * cluster); status reports them; down leaves no process, socket or pid file
+ * behind.  No guest is booted, so this runs without /dev/kvm.
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -123,9 +123,17 @@ Test(cluster, bad_arguments)
 {
 	struct hk_proc_result r;
 
-	cluster(&r, "up", "-n", "3");
+	cluster(&r, "up", "-n", "0");
 	cr_assert_neq(r.status, 0);
-	cr_assert(strstr(r.err, "P3"), "%s", r.err);
+	cr_assert(strstr(r.err, "-n"), "%s", r.err);
+	hk_proc_result_free(&r);
+	cluster(&r, "up", "-n", "65");
+	cr_assert_neq(r.status, 0);
+	cr_assert(strstr(r.err, "at most 64"), "%s", r.err);
+	hk_proc_result_free(&r);
+	cluster(&r, "up", "--port-base", "80");
+	cr_assert_neq(r.status, 0);
+	cr_assert(strstr(r.err, "--port-base"), "%s", r.err);
 	hk_proc_result_free(&r);
 	cluster(&r, "up", "--frobnicate", "1");
 	cr_assert_neq(r.status, 0);
@@ -134,4 +142,46 @@ Test(cluster, bad_arguments)
 	cluster(&r, "up", "--memory", "lots");
 	cr_assert_neq(r.status, 0, "a bad size must stop up");
 	hk_proc_result_free(&r);
+}
+
+/* Three daemons on loopback: up returns with the cluster formed. */
+Test(cluster, three_nodes_form_a_cluster_and_go_down_cleanly)
+{
+	static const char *const names[] = {"n1", "n2", "n3"};
+	struct hk_proc_result r;
+	char conf[128], ports[16];
+	pid_t pids[3];
+
+	/* A port range of our own, so parallel runs do not collide. */
+	snprintf(ports, sizeof(ports), "%d", 20000 + (int)(getpid() % 20000));
+	setenv("HK_PORT_BASE", ports, 1);
+	cluster(&r, "up", "-n", "3");
+	cr_assert_eq(r.status, 0, "up -n 3: %s", r.err);
+	hk_proc_result_free(&r);
+	for (int i = 0; i < 3; i++) {
+		pids[i] = read_pid(names[i]);
+		cr_assert_gt(pids[i], 0, "no pid file for %s", names[i]);
+	}
+
+	snprintf(conf, sizeof(conf), "%s/hk.conf", dir);
+	{
+		char *argv[] = {hkctl, "--config", conf, "nodes", "--json", NULL};
+
+		hk_run(argv, 30, &r);
+		cr_assert_eq(r.status, 0, "%s", r.err);
+		cr_assert(strstr(r.out, "\"up\": 3") || strstr(r.out, "\"up\":3"), "%s", r.out);
+		hk_proc_result_free(&r);
+	}
+
+	cluster(&r, "down", NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	hk_proc_result_free(&r);
+	for (int i = 0; i < 3; i++) {
+		char sock[128];
+
+		snprintf(sock, sizeof(sock), "%s/%s.sock", dir, names[i]);
+		cr_assert_neq(kill(pids[i], 0), 0, "%s still running after down", names[i]);
+		cr_assert_neq(access(sock, F_OK), 0, "%s left behind", sock);
+	}
+	unsetenv("HK_PORT_BASE");
 }
