@@ -447,7 +447,7 @@ NODE_TEST(cluster, killed_peer_goes_down)
 	waitpid(child, NULL, 0);
 	child = -1;
 	t_kill = now_ns();
-	deadline = t_kill + 4000000000ull;
+	deadline = t_kill + (HK_CLUSTER_DOWN_MS + 2000) * 1000000ull;
 	while ((!atomic_load(&nodes[0].down_of[2]) || !atomic_load(&nodes[1].down_of[2])) &&
 	       now_ns() < deadline) {
 		/* keep traffic going: the dead peer must not stall the live one */
