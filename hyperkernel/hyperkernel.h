@@ -173,6 +173,7 @@ struct hk_pool_stats {
 	uint64_t zero_pages;     /* never-written pages granted (no data moved) */
 	uint64_t evictions;      /* pages given back to their home for room */
 	uint64_t bad_msgs;       /* malformed or unexpected messages dropped */
+	uint64_t holds;          /* requests put off while a page was held here */
 };
 
 /*

@@ -192,6 +192,10 @@ static void node_inv(struct hk_pool *p, unsigned from, uint64_t frame)
 {
 	uint8_t fl = hk_mem_page_flags(p->mem, frame);
 
+	if ((fl & HK_PG_SHARED) &&
+	    pool_hold_defer(p, from, HK__COH__COH_TYPE__COH_INV, frame, false))
+		return;
+
 	if (fl & HK_PG_EXCL)
 		p->st.bad_msgs++; /* an owner is fetched, never invalidated */
 	else if (fl & HK_PG_SHARED) {
@@ -211,6 +215,8 @@ static void node_fetch(struct hk_pool *p, unsigned from, uint64_t frame, bool ex
 		pool_send(p, from, HK__COH__COH_TYPE__COH_FETCH_REPLY, frame, 0, false, NULL);
 		return;
 	}
+	if (pool_hold_defer(p, from, HK__COH__COH_TYPE__COH_FETCH, frame, exclusive))
+		return;
 	/* Writers stop before the copy is taken, so it is the last version. */
 	pool_page_protect(p, frame);
 	data = pool_page_copy(p, frame);
@@ -220,6 +226,22 @@ static void node_fetch(struct hk_pool *p, unsigned from, uint64_t frame, bool ex
 	}
 	pool_send(p, from, HK__COH__COH_TYPE__COH_FETCH_REPLY, frame, 0, exclusive, data);
 	p->st.pages_sent++;
+}
+
+void pool_run_deferred(struct hk_pool *p, unsigned from, int type, uint64_t frame,
+		       bool exclusive)
+{
+	switch (type) {
+	case HK__COH__COH_TYPE__COH_INV:
+		node_inv(p, from, frame);
+		break;
+	case HK__COH__COH_TYPE__COH_FETCH:
+		node_fetch(p, from, frame, exclusive);
+		break;
+	default:
+		pool_home_request(p, from, frame, type == HK__COH__COH_TYPE__COH_WRITE);
+		break;
+	}
 }
 
 static void pool_dispatch(struct hk_pool *p, unsigned from, const Hk__Coh__CohMsg *m)
@@ -376,6 +398,9 @@ int hk_mem_pool(struct hk_mem *mem, const struct hk_pool_config *cfg, char *err,
 		goto nomem;
 	/* HK_POOL_TRACE=1: one stderr line per fault and message (debugging). */
 	p->trace = getenv("HK_POOL_TRACE") && *getenv("HK_POOL_TRACE") == '1';
+	ret = pool_hold_start(p, err, errlen);
+	if (ret)
+		goto fail;
 	p->st.home_pages = homed;
 	p->st.budget_pages = p->budget_pages;
 	mem->pool = p;
@@ -399,6 +424,7 @@ void hk_pool_free(struct hk_mem *mem)
 
 	if (!p)
 		return;
+	pool_hold_stop(p);
 	for (uint64_t c = 0; c < p->dir_chunks; c++)
 		free(p->dir[c]);
 	free(p->dir);

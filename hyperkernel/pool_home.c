@@ -243,6 +243,14 @@ void pool_home_request(struct hk_pool *p, unsigned from, uint64_t frame, bool wr
 		*tail = q;
 		return;
 	}
+	/* The home gives up its own copy for this request: not while held. */
+	if (from != p->cfg.self &&
+	    ((d->state == DIR_EXCL && d->owner == p->cfg.self) ||
+	     (d->state == DIR_SHARED && write)) &&
+	    pool_hold_defer(p, from,
+			    write ? HK__COH__COH_TYPE__COH_WRITE : HK__COH__COH_TYPE__COH_READ,
+			    frame, write))
+		return;
 	switch (d->state) {
 	case DIR_UNTOUCHED:
 		grant_zero(p, from, frame);

@@ -37,6 +37,23 @@ struct pool_dirent {
 	uint8_t pad[5];
 };
 
+/* The last arrival of a frame, for the hold (pool_hold.c). */
+#define POOL_HOLD_BITS 10
+struct pool_hold {
+	uint64_t frame;
+	uint64_t until_ns;
+};
+
+/* A message put off until the page it would take away has been held. */
+struct pool_deferred {
+	struct pool_deferred *next;
+	unsigned from;
+	int type; /* Hk__Coh__CohType */
+	uint64_t frame;
+	bool exclusive;
+	uint64_t due_ns;
+};
+
 /* A request the home is resolving, or one queued behind a busy frame. */
 struct pool_txn {
 	struct pool_txn *next;
@@ -66,6 +83,14 @@ struct hk_pool {
 	uint64_t budget_pages;
 	bool warned_budget;
 
+	/* Hold (pool_hold.c): HK_POOL_HOLD_US, default 200 us. */
+	uint64_t hold_ns;
+	struct pool_hold holds[1u << POOL_HOLD_BITS];
+	struct pool_deferred *deferred;
+	pthread_t hold_thread;
+	pthread_cond_t hold_cv;
+	bool hold_started, hold_stop, in_deferred;
+
 	bool trace;   /* HK_POOL_TRACE=1 */
 	bool aborted; /* a node was lost: faults resolve locally, messages are ignored */
 	uint8_t scratch[HK_PAGE_SIZE]; /* page copies made under the lock */
@@ -86,6 +111,16 @@ void pool_home_writeback(struct hk_pool *p, unsigned from, uint64_t frame, const
 void pool_home_inv_ack(struct hk_pool *p, unsigned from, uint64_t frame);
 void pool_home_fetch_reply(struct hk_pool *p, unsigned from, uint64_t frame, const uint8_t *data);
 struct pool_dirent *pool_dirent(struct hk_pool *p, uint64_t frame);
+
+/* pool_hold.c (lock held, but for start/stop) */
+void pool_hold_mark(struct hk_pool *p, uint64_t frame);
+/* true: the message was deferred until frame's hold ends */
+bool pool_hold_defer(struct hk_pool *p, unsigned from, int type, uint64_t frame, bool exclusive);
+int pool_hold_start(struct hk_pool *p, char *err, size_t errlen);
+void pool_hold_stop(struct hk_pool *p);
+/* pool.c: run a deferred message */
+void pool_run_deferred(struct hk_pool *p, unsigned from, int type, uint64_t frame,
+		       bool exclusive);
 
 /* pool_page.c: this node's copies (lock held) */
 void pool_page_install(struct hk_pool *p, uint64_t frame, const uint8_t *data, bool exclusive);

@@ -88,6 +88,7 @@ void pool_page_install(struct hk_pool *p, uint64_t frame, const uint8_t *data, b
 	set_state(p, frame, exclusive ? HK_PG_EXCL : HK_PG_SHARED);
 	atomic_fetch_add(&p->mem->resident_pages, 1);
 	fifo_push(p, frame);
+	pool_hold_mark(p, frame);
 }
 
 void pool_page_zero(struct hk_pool *p, uint64_t frame, uint64_t count)
@@ -119,6 +120,8 @@ void pool_page_zero(struct hk_pool *p, uint64_t frame, uint64_t count)
 			set_state(p, frame + done + i, HK_PG_EXCL);
 			fifo_push(p, frame + done + i);
 		}
+		if (placed)
+			pool_hold_mark(p, frame + done); /* the one faulted on, mostly */
 		atomic_fetch_add(&p->mem->resident_pages, placed);
 		done += placed;
 		if (placed < n && errno == EEXIST)
@@ -148,6 +151,7 @@ static void page_unprotect(struct hk_pool *p, uint64_t frame)
 void pool_page_upgrade(struct hk_pool *p, uint64_t frame)
 {
 	set_state(p, frame, HK_PG_EXCL);
+	pool_hold_mark(p, frame);
 	page_unprotect(p, frame);
 }
 

@@ -415,3 +415,43 @@ Test(pool_small, every_node_writes_more_than_it_holds)
 		cr_assert_eq(st.bad_msgs, 0);
 	}
 }
+
+/* The hold is set from the environment; a bad value is one clear error. */
+Test(pool_env, bad_hold_value_is_refused)
+{
+	struct hk_pool_config cfg = {.self = 0, .n_nodes = 2, .transport = &q_transport};
+	struct hk_mem *mem;
+	char err[256] = "";
+	int ret;
+
+	cfg.node_memory[0] = cfg.node_memory[1] = 32ull << 20;
+	cr_assert_eq(hk_mem_create(64ull << 20, 0, &mem, err, sizeof(err)), 0, "%s", err);
+	if (!hk_mem_can_protect(mem)) {
+		hk_mem_destroy(mem);
+		cr_skip_test("userfaultfd write-protect not available here");
+	}
+	setenv("HK_POOL_HOLD_US", "soon", 1);
+	ret = hk_mem_pool(mem, &cfg, err, sizeof(err));
+	unsetenv("HK_POOL_HOLD_US");
+	cr_assert_eq(ret, -EINVAL);
+	cr_assert(strstr(err, "HK_POOL_HOLD_US=soon"), "%s", err);
+	hk_mem_destroy(mem);
+}
+
+/* Pages that ping-pong are held where they arrive: the counter says so. */
+Test(pool, contended_pages_are_held_before_they_move)
+{
+	struct hk_pool_stats st;
+	uint64_t holds = 0;
+
+	for (uint64_t round = 1; round < 40; round++) {
+		*at(1, LOCK_GPA) = round;	/* homed on node 0: fetched exclusive */
+		*at(2, LOCK_GPA) = round + 100; /* taken away from node 1 right after */
+	}
+	for (unsigned n = 0; n < NODES; n++) {
+		hk_mem_pool_stats(nodes[n].mem, &st);
+		holds += st.holds;
+	}
+	cr_assert_gt(holds, 0, "no request was ever held back");
+	cr_assert_eq(*at(0, LOCK_GPA), 139);
+}
