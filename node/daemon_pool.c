@@ -554,20 +554,23 @@ static void on_peer(void *ctx, unsigned node, bool up, const char *why)
 		return;
 	fprintf(stderr, "hkd[%s]: node %s is down: %s\n", d->node->name, d->cfg->nodes[node].name,
 		why);
-	pthread_rwlock_rdlock(&d->pool->mem_lock);
-	if (d->pool->mem)
-		hk_mem_pool_abort(d->pool->mem, node);
-	pthread_rwlock_unlock(&d->pool->mem_lock);
+	/* End the guest first, so its outcome is this reason and not what a
+	 * vCPU does with the zeros the abort below hands it. */
 	pthread_mutex_lock(&d->lock);
 	g = d->guest;
 	if (g)
 		g->refs++;
 	pthread_mutex_unlock(&d->lock);
-	if (!g)
-		return;
-	snprintf(reason, sizeof(reason), "node %s is down: %s", d->cfg->nodes[node].name, why);
-	hk_vm_end(g->vm, HK_VM_CRASHED, 0, reason);
-	hk_daemon_guest_put(d, g);
+	if (g) {
+		snprintf(reason, sizeof(reason), "node %s is down: %s", d->cfg->nodes[node].name,
+			 why);
+		hk_vm_end(g->vm, HK_VM_CRASHED, 0, reason);
+		hk_daemon_guest_put(d, g);
+	}
+	pthread_rwlock_rdlock(&d->pool->mem_lock);
+	if (d->pool->mem)
+		hk_mem_pool_abort(d->pool->mem, node);
+	pthread_rwlock_unlock(&d->pool->mem_lock);
 }
 
 /* ---- start and stop -------------------------------------------------------- */
