@@ -143,7 +143,8 @@ static void *fault_thread(void *arg)
 			if (mem->pool) /* pooled memory: pages come from their home */
 				hk_pool_fault(mem, msgs[i].arg.pagefault.address,
 					      flags & UFFD_PAGEFAULT_FLAG_WRITE,
-					      flags & UFFD_PAGEFAULT_FLAG_WP);
+					      flags & UFFD_PAGEFAULT_FLAG_WP,
+					      msgs[i].arg.pagefault.feat.ptid);
 			else if (flags & UFFD_PAGEFAULT_FLAG_WP)
 				hk_pagestate_wp_fault(mem, msgs[i].arg.pagefault.address);
 			else
@@ -174,7 +175,9 @@ int hk_fault_start(struct hk_mem *mem, char *err, size_t errlen)
 	bool wp = have & UFFD_FEATURE_PAGEFAULT_FLAG_WP;
 	struct uffdio_api api = {
 		.api = UFFD_API,
-		.features = wp ? UFFD_FEATURE_PAGEFAULT_FLAG_WP : 0,
+		/* THREAD_ID: pooled memory counts remote faults per vCPU (placement). */
+		.features = (wp ? UFFD_FEATURE_PAGEFAULT_FLAG_WP : 0) |
+			    (have & UFFD_FEATURE_THREAD_ID),
 	};
 	struct uffdio_register reg = {
 		.range = {.start = (uintptr_t)mem->base, .len = mem->size},

@@ -193,6 +193,14 @@ void hk_mem_pool_abort(struct hk_mem *mem, unsigned node);
 /* Home node of a guest-physical address, or -1 when not RAM. */
 int hk_mem_pool_home(const struct hk_mem *mem, uint64_t gpa);
 void hk_mem_pool_stats(const struct hk_mem *mem, struct hk_pool_stats *st);
+/*
+ * vCPU placement: the thread running vCPU index here (vcpu.c registers it),
+ * and the faults that vCPU took on this node, by home node of the page
+ * (counting only grows; callers take differences).
+ */
+void hk_mem_pool_vcpu_thread(struct hk_mem *mem, unsigned index, uint32_t tid);
+void hk_mem_pool_vcpu_faults(const struct hk_mem *mem, unsigned index,
+			     uint64_t faults[HK_POOL_MAX_NODES]);
 
 /* ---- PVH loader ---------------------------------------------------------- */
 

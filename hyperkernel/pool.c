@@ -85,11 +85,40 @@ static void pool_request(struct hk_pool *p, uint64_t frame, bool write)
 
 static void pool_release(struct hk_pool *p, uint64_t frame, uint8_t fl);
 
-void hk_pool_fault(struct hk_mem *mem, uint64_t addr, bool write, bool wp)
+/* A fault this node had to ask `home` about, charged to the vCPU that took it. */
+static void count_vcpu_fault(struct hk_pool *p, uint32_t tid, unsigned home)
+{
+	if (!tid)
+		return;
+	for (unsigned i = 0; i < HK_MAX_VCPUS; i++)
+		if (atomic_load(&p->vcpu_tid[i]) == tid) {
+			atomic_fetch_add(&p->vcpu_faults[i][home], 1);
+			return;
+		}
+}
+
+void hk_mem_pool_vcpu_thread(struct hk_mem *mem, unsigned index, uint32_t tid)
+{
+	if (mem->pool && index < HK_MAX_VCPUS)
+		atomic_store(&mem->pool->vcpu_tid[index], tid);
+}
+
+void hk_mem_pool_vcpu_faults(const struct hk_mem *mem, unsigned index,
+			     uint64_t faults[HK_POOL_MAX_NODES])
+{
+	for (unsigned n = 0; n < HK_POOL_MAX_NODES; n++)
+		faults[n] = mem->pool && index < HK_MAX_VCPUS
+				    ? atomic_load(&mem->pool->vcpu_faults[index][n])
+				    : 0;
+}
+
+void hk_pool_fault(struct hk_mem *mem, uint64_t addr, bool write, bool wp, uint32_t tid)
 {
 	struct hk_pool *p = mem->pool;
 	uint64_t frame = (addr - (uintptr_t)mem->base) / HK_PAGE_SIZE;
 	uint8_t fl;
+
+	count_vcpu_fault(p, tid, pool_home(p, frame));
 
 	pthread_mutex_lock(&p->lock);
 	fl = hk_mem_page_flags(mem, frame);

@@ -91,6 +91,10 @@ struct hk_pool {
 	pthread_cond_t hold_cv;
 	bool hold_started, hold_stop, in_deferred;
 
+	/* Faults sent to each home node, per vCPU (by thread id), for placement. */
+	_Atomic uint32_t vcpu_tid[HK_MAX_VCPUS];
+	_Atomic uint64_t vcpu_faults[HK_MAX_VCPUS][HK_POOL_MAX_NODES];
+
 	bool trace;   /* HK_POOL_TRACE=1 */
 	bool aborted; /* a node was lost: faults resolve locally, messages are ignored */
 	uint8_t scratch[HK_PAGE_SIZE]; /* page copies made under the lock */
@@ -98,7 +102,8 @@ struct hk_pool {
 };
 
 /* pool.c */
-void hk_pool_fault(struct hk_mem *mem, uint64_t addr, bool write, bool wp);
+/* tid: the faulting thread (0 when unknown), to count faults per vCPU */
+void hk_pool_fault(struct hk_mem *mem, uint64_t addr, bool write, bool wp, uint32_t tid);
 void hk_pool_free(struct hk_mem *mem);
 unsigned pool_home(const struct hk_pool *p, uint64_t frame);
 void pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t frame,

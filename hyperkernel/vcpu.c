@@ -180,6 +180,8 @@ static void *vcpu_thread(void *arg)
 	sigaddset(&set, HK_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	tls_run = v->run;
+	/* Pooled memory charges this thread's faults to this vCPU. */
+	hk_mem_pool_vcpu_thread(vm->mem, v->index, (uint32_t)gettid());
 
 	while (!atomic_load(&vm->stopping)) {
 		/* A park request that raced with the kick still stops here. */

@@ -4,6 +4,8 @@
  *   [cluster]
  *   name = demo                  ; default "hyperkernel"
  *   provider = tcp;ofi_rxm       ; libfabric provider, this is the default
+ *   policy = adaptive            ; page | vcpu | adaptive: may vCPUs move to
+ *                                ; their data (vcpu, adaptive) or only pages
  *
  *   [guest]
  *   kernel = guest.elf           ; relative paths are from hk.conf's folder
@@ -63,7 +65,7 @@ enum cfg_section {
 };
 
 /* Keys of each section; the index is a slot in the "line seen" arrays. */
-enum { CK_NAME, CK_PROVIDER, CK_MAX };
+enum { CK_NAME, CK_PROVIDER, CK_POLICY, CK_MAX };
 enum { GK_KERNEL, GK_CMDLINE, GK_MEMORY, GK_VCPUS, GK_REPLICAS, GK_MAX };
 enum { NK_ADDRESS, NK_MEMORY, NK_CONTROL, NK_MAX };
 enum { DK_PATH, DK_SIZE, DK_NODE, DK_QUEUE_DEPTH, DK_DIRECT, DK_MAX };
@@ -269,9 +271,25 @@ static int set_cluster_provider(struct cfg_state *st, const char *v)
 	return cfg_copy(st, "provider", st->cfg->provider, sizeof(st->cfg->provider), v);
 }
 
+static int set_cluster_policy(struct cfg_state *st, const char *v)
+{
+	static const char *const names[] = {[HK_POLICY_ADAPTIVE] = "adaptive",
+					    [HK_POLICY_PAGE] = "page",
+					    [HK_POLICY_VCPU] = "vcpu"};
+
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(v, names[i]) == 0) {
+			st->cfg->policy = (enum hk_policy)i;
+			return 1;
+		}
+	cfg_key_fail(st, "policy", "'%s': want page, vcpu or adaptive", v);
+	return 0;
+}
+
 static const struct cfg_key cluster_keys[] = {
     {"name", CK_NAME, set_cluster_name},
     {"provider", CK_PROVIDER, set_cluster_provider},
+    {"policy", CK_POLICY, set_cluster_policy},
     {NULL, 0, NULL},
 };
 

@@ -9,6 +9,7 @@
 #include "hyperkernel.h"
 #include "node.h"
 #include "replica.h"
+#include "guest.pb-c.h"
 
 struct hk_cluster;
 struct hk_daemon_pool;
@@ -95,6 +96,19 @@ int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *
 int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_t errlen);
 /* The guest's memory is going away: stop handing it messages. */
 void hk_daemon_pool_forget(struct hk_daemon *d, struct hk_vm *vm);
+/* A guest message (proto/guest.proto) to node; 0 or -errno. */
+int hk_daemon_pool_send(struct hk_daemon *d, unsigned node, const Hk__Guest__GuestMsg *m);
+
+/* daemon_place.c: vCPU placement ([cluster] policy) */
+struct hk_place;
+int hk_place_start(struct hk_daemon *d, struct hk_place **out);
+void hk_place_stop(struct hk_place *pl);
+/* A new guest: these vCPUs run here. */
+void hk_place_guest(struct hk_place *pl, uint64_t guest, uint64_t local);
+/* vCPU i of g arrives with this state: restore and run it here. */
+int hk_place_arrive(struct hk_place *pl, struct hk_guest *g, unsigned i, const uint8_t *state,
+		    size_t len, char *err, size_t errlen);
+uint64_t hk_place_migrations(struct hk_place *pl);
 int hk_daemon_pool_start(struct hk_daemon *d, char *err, size_t errlen);
 void hk_daemon_pool_stop(struct hk_daemon *d);
 /* This node's share of the running guest: coherence counters and vCPU

@@ -27,7 +27,6 @@
 
 #include "cluster.h"
 #include "daemon.h"
-#include "guest.pb-c.h"
 
 #define POOL_WIRE_VERSION  1
 #define POOL_JOIN_MS	   60000
@@ -51,7 +50,7 @@ struct hk_daemon_pool {
 	unsigned prepared, failed;
 	char prepare_err[256];
 
-	_Atomic uint64_t vcpu_migrations;
+	struct hk_place *place;
 };
 
 /* ---- sending ------------------------------------------------------------ */
@@ -71,6 +70,11 @@ static int guest_send(struct hk_daemon *d, unsigned node, const Hk__Guest__Guest
 	ret = hk_cluster_send(d->cluster, node, HK_MSG_GUEST, buf, len);
 	free(buf);
 	return ret;
+}
+
+int hk_daemon_pool_send(struct hk_daemon *d, unsigned node, const Hk__Guest__GuestMsg *m)
+{
+	return guest_send(d, node, m);
 }
 
 static void guest_msg_init(Hk__Guest__GuestMsg *m, Hk__Guest__GuestType type, uint64_t guest)
@@ -101,6 +105,17 @@ static const struct hk_pool_transport coh_transport = {
 };
 
 /* ---- the guest on this node -------------------------------------------- */
+
+/* vCPUs that start on this node: i mod N == self. */
+static uint64_t local_vcpus(const struct hk_daemon *d)
+{
+	uint64_t mask = 0;
+
+	for (unsigned v = 0; v < d->cfg->vcpus; v++)
+		if (v % d->cfg->n_nodes == d->node_id)
+			mask |= 1ull << v;
+	return mask;
+}
 
 static void pool_config(struct hk_daemon *d, uint64_t guest, struct hk_pool_config *pc,
 			uint64_t *parked)
@@ -286,6 +301,7 @@ int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_
 	int ret;
 
 	publish_mem(d, hk_vm_mem(g->vm), g->pool_guest);
+	hk_place_guest(d->pool->place, g->pool_guest, local_vcpus(d));
 	ret = watch_start(d, g, g->pool_guest, true);
 	if (ret) {
 		snprintf(err, errlen, "cannot start the guest watcher: %s", strerror(-ret));
@@ -404,6 +420,8 @@ static void *run_thread(void *arg)
 	if (g) {
 		int ret = watch_start(d, g, j->m->guest, false);
 
+		hk_place_guest(d->pool->place, j->m->guest, local_vcpus(d));
+
 		if (!ret)
 			ret = hk_vm_start(g->vm);
 		if (ret)
@@ -430,6 +448,33 @@ static void *stop_thread(void *arg)
 				  j->m->error);
 		else
 			hk_vm_stop(g->vm, *j->m->error ? j->m->error : "stopped by the leader");
+		hk_daemon_guest_put(d, g);
+	}
+	hk__guest__guest_msg__free_unpacked(j->m, NULL);
+	free(j);
+	return NULL;
+}
+
+/* VCPU_MOVE: restoring waits for KVM, not for the progress thread. */
+static void *move_thread(void *arg)
+{
+	struct job *j = arg;
+	struct hk_daemon *d = j->d;
+	struct hk_guest *g = guest_of(d, j->m->guest);
+	char err[256];
+
+	if (g) {
+		if (hk_place_arrive(d->pool->place, g, j->m->vcpu, j->m->vcpu_state.data,
+				    j->m->vcpu_state.len, err, sizeof(err))) {
+			char reason[400];
+
+			snprintf(reason, sizeof(reason), "vCPU %u could not move to %s: %s",
+				 j->m->vcpu, d->node->name, err);
+			fprintf(stderr, "hkd[%s]: %s\n", d->node->name, reason);
+			hk_vm_end(g->vm, HK_VM_CRASHED, 0, reason);
+		} else {
+			fprintf(stderr, "hkd[%s]: vCPU %u arrived\n", d->node->name, j->m->vcpu);
+		}
 		hk_daemon_guest_put(d, g);
 	}
 	hk__guest__guest_msg__free_unpacked(j->m, NULL);
@@ -522,6 +567,9 @@ static void on_guest(void *ctx, unsigned from, const void *buf, size_t len)
 			d->cfg->nodes[from].name, m->error);
 		spawn(d, m, stop_thread);
 		return;
+	case HK__GUEST__GUEST_TYPE__GUEST_VCPU_MOVE:
+		spawn(d, m, move_thread);
+		return;
 	case HK__GUEST__GUEST_TYPE__GUEST_PREPARED:
 		if (leader)
 			on_prepared(d, from, m);
@@ -609,11 +657,18 @@ int hk_daemon_pool_start(struct hk_daemon *d, char *err, size_t errlen)
 		return ret;
 	fprintf(stderr, "hkd[%s]: cluster %s formed: %u nodes\n", d->node->name,
 		d->cfg->cluster_name, d->cfg->n_nodes);
-	return 0;
+	ret = hk_place_start(d, &p->place);
+	if (ret)
+		snprintf(err, errlen, "cannot start vCPU placement: %s", strerror(-ret));
+	return ret;
 }
 
 void hk_daemon_pool_stop(struct hk_daemon *d)
 {
+	if (d->pool) {
+		hk_place_stop(d->pool->place);
+		d->pool->place = NULL;
+	}
 	hk_cluster_destroy(d->cluster);
 	d->cluster = NULL;
 	if (d->pool) {
@@ -635,5 +690,5 @@ void hk_daemon_pool_stats(struct hk_daemon *d, struct hk_pool_stats *st, uint64_
 	if (d->pool->mem)
 		hk_mem_pool_stats(d->pool->mem, st);
 	pthread_rwlock_unlock(&d->pool->mem_lock);
-	*vcpu_migrations = atomic_load(&d->pool->vcpu_migrations);
+	*vcpu_migrations = hk_place_migrations(d->pool->place);
 }

@@ -56,10 +56,18 @@ struct hk_disk_conf {
 	enum hk_disk_direct_conf direct; /* direct = auto|on|off, default auto */
 };
 
+/* [cluster] policy: what moves when a vCPU works on another node's pages. */
+enum hk_policy {
+	HK_POLICY_ADAPTIVE = 0, /* pages, and vCPUs whose faults go mostly to one node */
+	HK_POLICY_PAGE,		/* pages only */
+	HK_POLICY_VCPU,		/* vCPUs as soon as most of their faults go elsewhere */
+};
+
 struct hk_config {
 	char path[4096]; /* file it came from */
 	char cluster_name[HK_NAME_MAX];
 	char provider[64]; /* libfabric provider, "tcp;ofi_rxm" */
+	enum hk_policy policy; /* default adaptive */
 	/* [guest] */
 	char kernel[4096];
 	char cmdline[4096];

@@ -116,6 +116,7 @@ NODE_TEST(config, defaults)
 	cr_assert_eq(ret, 0, "%s", err);
 	cr_assert_str_eq(cfg.cluster_name, "hyperkernel");
 	cr_assert_str_eq(cfg.provider, "tcp;ofi_rxm");
+	cr_assert_eq(cfg.policy, HK_POLICY_ADAPTIVE);
 	cr_assert_eq(cfg.vcpus, 1);
 	cr_assert_eq(cfg.guest_memory, 0);
 	cr_assert_eq(hk_config_guest_memory(&cfg), 96ull << 20);
@@ -324,6 +325,8 @@ NODE_TEST(config, cluster_values)
 		   "2: [cluster] name: bad name 'has space' (1-63 of A-Z a-z 0-9 . _ -)");
 	load_fails("[cluster]\nprovider =\n" NODE1,
 		   "2: [cluster] provider: empty (default is tcp;ofi_rxm)");
+	load_fails("[cluster]\npolicy = sometimes\n" NODE1,
+		   "2: [cluster] policy: 'sometimes': want page, vcpu or adaptive");
 	load_fails("[cluster]\nname = a\n[cluster]\nname = b\n" NODE1,
 		   "3: section [cluster] repeated (first at line 1)");
 	load_fails("[guest]\nkernel =\n" NODE1, "2: [guest] kernel: empty path");
@@ -681,4 +684,21 @@ NODE_TEST(config, long_disk_path)
 	snprintf(text, sizeof(text), NODE1 "[disk d0]\nsize = 1G\npath = %s\n", longp);
 	cr_assert_eq(load(text), 0, "%s", err);
 	cr_assert_str_eq(cfg.disks[0].path, longp);
+}
+
+NODE_TEST(config, policy_values)
+{
+	static const struct {
+		const char *text;
+		enum hk_policy want;
+	} cases[] = {{"page", HK_POLICY_PAGE}, {"vcpu", HK_POLICY_VCPU},
+		     {"adaptive", HK_POLICY_ADAPTIVE}};
+
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char text[256];
+
+		snprintf(text, sizeof(text), "[cluster]\npolicy = %s\n" NODE1, cases[i].text);
+		cr_assert_eq(load(text), 0, "%s", err);
+		cr_assert_eq(cfg.policy, cases[i].want, "policy = %s", cases[i].text);
+	}
 }
