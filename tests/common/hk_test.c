@@ -293,3 +293,16 @@ void hk_fixture_cleanup(struct hk_daemon_fixture *fx)
 		fprintf(stderr, "cannot remove %s\n", fx->dir);
 	fx->dir[0] = '\0';
 }
+
+pid_t hk_read_pid(const char *path)
+{
+	long pid = 0;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return 0;
+	if (fscanf(f, "%ld", &pid) != 1)
+		pid = 0;
+	fclose(f);
+	return (pid_t)pid;
+}

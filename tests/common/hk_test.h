@@ -57,6 +57,9 @@ struct hk_daemon_fixture {
 
 /* Fill in the paths and create dir; false (errno set) if it cannot. */
 bool hk_fixture_init(struct hk_daemon_fixture *fx, const char *tag);
+/* The pid in a pid file (deploy/cluster.sh writes DIR/NODE.pid), 0 if none. */
+pid_t hk_read_pid(const char *path);
+
 /* Spawn hkd --config conf --node n1; false (and no hkd) if sock does not open in 20 s. */
 bool hk_fixture_start(struct hk_daemon_fixture *fx);
 /* Stop hkd (SIGTERM, SIGKILL after 10 s); its exit status, -1 if none was running. */

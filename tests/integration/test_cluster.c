@@ -55,17 +55,9 @@ static void cluster(struct hk_proc_result *r, const char *verb, const char *a1, 
 static pid_t read_pid(const char *node)
 {
 	char path[128];
-	long pid = 0;
-	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/%s.pid", dir, node);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	if (fscanf(f, "%ld", &pid) != 1)
-		pid = 0;
-	fclose(f);
-	return (pid_t)pid;
+	return hk_read_pid(path);
 }
 
 Test(cluster, up_status_down_leaves_nothing)

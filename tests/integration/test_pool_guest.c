@@ -117,17 +117,9 @@ Test(pool_guest, memtest_over_three_nodes_matches_one_machine)
 static pid_t node_pid(const char *node)
 {
 	char path[128];
-	long pid = 0;
-	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/%s.pid", dir, node);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	if (fscanf(f, "%ld", &pid) != 1)
-		pid = 0;
-	fclose(f);
-	return (pid_t)pid;
+	return hk_read_pid(path);
 }
 
 Test(pool_guest, killing_a_node_ends_the_guest_with_the_reason)
