@@ -3,7 +3,7 @@
 #
 #   deploy/cluster.sh up [-n N] [--dir DIR] [--memory SIZE] [--disk-size SIZE]
 #                        [--guest-memory SIZE] [--vcpus N] [--provider P]
-#                        [--port-base P]
+#                        [--port-base P] [--policy page|vcpu|adaptive]
 #   deploy/cluster.sh status [--dir DIR]
 #   deploy/cluster.sh down [--dir DIR]
 #
@@ -27,7 +27,7 @@ cmd=${1:-}
 [ -n "$cmd" ] || { usage >&2; exit 2; }
 shift
 nodes=1 dir=hk-cluster memory=1G disk_size=1G guest_memory= vcpus=2 provider="tcp;ofi_rxm"
-port_base=${HK_PORT_BASE:-7300}
+port_base=${HK_PORT_BASE:-7300} policy=adaptive
 while [ $# -gt 0 ]; do
 	case $1 in
 	-n) nodes=${2:?-n needs a number}; shift 2 ;;
@@ -38,6 +38,7 @@ while [ $# -gt 0 ]; do
 	--vcpus) vcpus=${2:?--vcpus needs a number}; shift 2 ;;
 	--provider) provider=${2:?--provider needs a value}; shift 2 ;;
 	--port-base) port_base=${2:?--port-base needs a port}; shift 2 ;;
+	--policy) policy=${2:?--policy needs page, vcpu or adaptive}; shift 2 ;;
 	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
@@ -65,6 +66,7 @@ cmd_up() {
 [cluster]
 name = local
 provider = $provider
+policy = $policy
 
 [guest]
 kernel = $build/guestos/guestos.elf
