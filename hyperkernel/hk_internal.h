@@ -110,6 +110,7 @@ struct hk_vm {
 
 	/* Guest lifecycle, guarded by lock; done is broadcast on every change. */
 	pthread_mutex_t lock;
+	pthread_mutex_t join_lock; /* one hk_vm_stop joins the vCPU threads at a time */
 	pthread_cond_t done;
 	struct hk_vm_result result;
 	unsigned halted_vcpus;

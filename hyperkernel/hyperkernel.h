@@ -147,6 +147,14 @@ struct hk_pool_transport {
 	 * another must arrive in the order sent.  Returns 0 or -errno.
 	 */
 	int (*send)(void *ctx, unsigned node, const void *msg, size_t len);
+	/*
+	 * Optional.  attach: mem is ready for hk_mem_pool_deliver (called by
+	 * hk_mem_pool, before any page is touched).  detach: stop delivering
+	 * to mem and wait for deliveries in progress (called first thing when
+	 * mem is destroyed).
+	 */
+	void (*attach)(void *ctx, struct hk_mem *mem, uint64_t guest);
+	void (*detach)(void *ctx, struct hk_mem *mem);
 };
 
 struct hk_pool_config {
@@ -185,11 +193,12 @@ bool hk_mem_pooled(const struct hk_mem *mem);
 /* A coherence message from node `from` (transport receive path). */
 void hk_mem_pool_deliver(struct hk_mem *mem, unsigned from, const void *msg, size_t len);
 /*
- * Node `node` was lost and the guest is being ended: stop coherence, let
- * every thread waiting for a page go (with zeros), resolve later faults
- * locally.  The guest's memory is no longer consistent after this.
+ * The guest is being ended (a node was lost, or it is stopped): stop
+ * coherence, let every thread waiting for a page go (with zeros), resolve
+ * later faults locally.  The guest's memory is no longer consistent after
+ * this.  why goes into one log line.
  */
-void hk_mem_pool_abort(struct hk_mem *mem, unsigned node);
+void hk_mem_pool_abort(struct hk_mem *mem, const char *why);
 /* Home node of a guest-physical address, or -1 when not RAM. */
 int hk_mem_pool_home(const struct hk_mem *mem, uint64_t gpa);
 void hk_mem_pool_stats(const struct hk_mem *mem, struct hk_pool_stats *st);

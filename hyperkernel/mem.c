@@ -114,6 +114,7 @@ void hk_mem_destroy(struct hk_mem *mem)
 {
 	if (!mem)
 		return;
+	hk_pool_detach(mem); /* no delivery may reach memory being torn down */
 	hk_fault_stop(mem);
 	hk_pool_free(mem);
 	if (mem->base)

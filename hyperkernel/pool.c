@@ -9,11 +9,16 @@
  * thread blocked on it.  Messages are protobuf-c (proto/coh.proto).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pool_internal.h"
+
+/* Optional transport hooks exist only in tables big enough to hold them. */
+#define transport_has(t, fn)                                                                       \
+	((t)->size >= offsetof(struct hk_pool_transport, fn) + sizeof((t)->fn) && (t)->fn)
 
 unsigned pool_home(const struct hk_pool *p, uint64_t frame)
 {
@@ -159,7 +164,7 @@ static void pool_release(struct hk_pool *p, uint64_t frame, uint8_t fl)
 		pool_page_zero(p, frame, 1);
 }
 
-void hk_mem_pool_abort(struct hk_mem *mem, unsigned node)
+void hk_mem_pool_abort(struct hk_mem *mem, const char *why)
 {
 	struct hk_pool *p = mem->pool;
 	uint64_t released = 0;
@@ -182,8 +187,8 @@ void hk_mem_pool_abort(struct hk_mem *mem, unsigned node)
 				}
 			}
 		}
-		fprintf(stderr, "hyperkernel: pool: node %u lost: coherence stopped, %llu "
-				"waiting pages released\n", node, (unsigned long long)released);
+		fprintf(stderr, "hyperkernel: pool: coherence stopped (%s), %llu waiting pages "
+				"released\n", why, (unsigned long long)released);
 	}
 	pthread_mutex_unlock(&p->lock);
 }
@@ -433,6 +438,8 @@ int hk_mem_pool(struct hk_mem *mem, const struct hk_pool_config *cfg, char *err,
 	p->st.home_pages = homed;
 	p->st.budget_pages = p->budget_pages;
 	mem->pool = p;
+	if (transport_has(cfg->transport, attach))
+		cfg->transport->attach(cfg->ctx, mem, cfg->guest);
 	return 0;
 nomem:
 	ret = -ENOMEM;
@@ -445,6 +452,14 @@ fail:
 	}
 	free(p);
 	return ret;
+}
+
+void hk_pool_detach(struct hk_mem *mem)
+{
+	struct hk_pool *p = mem->pool;
+
+	if (p && transport_has(p->cfg.transport, detach))
+		p->cfg.transport->detach(p->cfg.ctx, mem);
 }
 
 void hk_pool_free(struct hk_mem *mem)

@@ -175,6 +175,7 @@ static void request_shared(struct hk_pool *p, struct pool_dirent *d, unsigned fr
 		pool_send(p, n, HK__COH__COH_TYPE__COH_INV, frame, 0, false, NULL);
 		p->st.invalidations_sent++;
 		t->acks_left++;
+		t->waiting |= BIT(n);
 	}
 	d->sharers = BIT(from);
 	if (!t->acks_left) {
@@ -221,6 +222,7 @@ static void request_exclusive(struct hk_pool *p, struct pool_dirent *d, unsigned
 	t = txn_new(p, from, frame, write);
 	if (!t)
 		return;
+	t->waiting = BIT(owner);
 	txn_start(p, d, t);
 	pool_send(p, owner, HK__COH__COH_TYPE__COH_FETCH, frame, 0, write, NULL);
 }
@@ -295,11 +297,13 @@ void pool_home_inv_ack(struct hk_pool *p, unsigned from, uint64_t frame)
 	struct pool_dirent *d = pool_dirent(p, frame);
 	struct pool_txn *t = txn_find(p, frame);
 
-	(void)from;
-	if (!d || !t || !t->acks_left) {
+	/* Only from a node an invalidation went to, once: a forged or
+	 * repeated ack must not grant a write while a copy still exists. */
+	if (!d || !t || !t->acks_left || !(t->waiting & BIT(from))) {
 		p->st.bad_msgs++;
 		return;
 	}
+	t->waiting &= ~BIT(from);
 	if (--t->acks_left)
 		return;
 	finish_write(p, d, t);
@@ -311,10 +315,11 @@ void pool_home_fetch_reply(struct hk_pool *p, unsigned from, uint64_t frame, con
 	struct pool_dirent *d = pool_dirent(p, frame);
 	struct pool_txn *t = txn_find(p, frame);
 
-	if (!d || !t || t->acks_left) {
-		p->st.bad_msgs++;
+	if (!d || !t || t->acks_left || !(t->waiting & BIT(from))) {
+		p->st.bad_msgs++; /* only the owner the fetch went to answers */
 		return;
 	}
+	t->waiting = 0;
 	if (!data) {
 		/* The owner had written the page back: the home holds it now
 		 * (pool_home_writeback), so the request runs again from there. */

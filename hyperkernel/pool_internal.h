@@ -61,6 +61,7 @@ struct pool_txn {
 	unsigned from;
 	bool write;
 	unsigned acks_left;	 /* invalidations not yet acknowledged */
+	uint64_t waiting;	 /* nodes an answer is due from (INV_ACK, FETCH_REPLY) */
 	bool have_data;		 /* data holds the frame's content */
 	uint8_t data[HK_PAGE_SIZE];
 };
@@ -105,6 +106,8 @@ struct hk_pool {
 /* tid: the faulting thread (0 when unknown), to count faults per vCPU */
 void hk_pool_fault(struct hk_mem *mem, uint64_t addr, bool write, bool wp, uint32_t tid);
 void hk_pool_free(struct hk_mem *mem);
+/* First step of destroying pooled memory: the transport stops delivering. */
+void hk_pool_detach(struct hk_mem *mem);
 unsigned pool_home(const struct hk_pool *p, uint64_t frame);
 void pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t frame,
 	       uint32_t count, bool exclusive, const void *data);

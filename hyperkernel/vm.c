@@ -286,6 +286,7 @@ int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, 
 	vm->n_disks = cfg->n_disks;
 	memcpy(vm->disks, cfg->disks, cfg->n_disks * sizeof(cfg->disks[0]));
 	pthread_mutex_init(&vm->lock, NULL);
+	pthread_mutex_init(&vm->join_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&vm->done, &ca);
@@ -445,8 +446,16 @@ void hk_vm_result(struct hk_vm *vm, struct hk_vm_result *res)
 void hk_vm_stop(struct hk_vm *vm, const char *why)
 {
 	hk_vm_finish(vm, HK_VM_STOPPED, 0, "%s", why ? why : "stopped");
+	/* Pooled memory: a vCPU blocked on a page another node will no longer
+	 * send (it is ending the guest too) would never be joined.  Release
+	 * it; this guest's memory is not used again. */
+	if (hk_mem_pooled(vm->mem))
+		hk_mem_pool_abort(vm->mem, "the guest is ending");
+	/* Two stoppers (hkctl, a message from the leader) must not both join. */
+	pthread_mutex_lock(&vm->join_lock);
 	for (unsigned i = 0; i < vm->n_vcpus; i++)
 		hk_vcpu_join(&vm->vcpus[i]);
+	pthread_mutex_unlock(&vm->join_lock);
 }
 
 void hk_vm_destroy(struct hk_vm *vm)
@@ -465,6 +474,7 @@ void hk_vm_destroy(struct hk_vm *vm)
 	pthread_cond_destroy(&vm->done);
 	pthread_cond_destroy(&vm->park_cv);
 	pthread_mutex_destroy(&vm->lock);
+	pthread_mutex_destroy(&vm->join_lock);
 	pthread_mutex_destroy(&vm->serial.lock);
 	free(vm);
 }

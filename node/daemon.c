@@ -179,11 +179,19 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		g->daemon = d;
 	}
 	ret = hk_vm_create(&vc, &g->vm, err, sizeof(err));
-	if (ret == 0 && d->cluster)
+	if (ret == 0 && d->cluster) {
+		/* From here the other nodes and a watcher thread know this
+		 * guest: a failure ends it (the watcher tells everyone) and it
+		 * stays the current guest, released by the last reference. */
 		ret = hk_daemon_pool_run(d, g, err, sizeof(err));
-	if (ret == 0)
+		if (ret == 0)
+			ret = hk_vm_start(g->vm);
+		if (ret)
+			hk_vm_end(g->vm, HK_VM_CRASHED, 0, err);
+	} else if (ret == 0) {
 		ret = hk_vm_start(g->vm);
-	if (ret) {
+	}
+	if (ret && !(d->cluster && g->vm)) {
 		pthread_mutex_unlock(&d->lock);
 		reply_error(rsp, "guest start: %s", ret == -EALREADY ? "already started" : err);
 		goto fail;
@@ -193,6 +201,10 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 	pthread_mutex_unlock(&d->lock);
 	if (old)
 		guest_put(d, old);
+	if (ret) {
+		reply_error(rsp, "guest start: %s", err);
+		return;
+	}
 
 	fprintf(stderr, "hkd[%s]: guest started: %s \"%s\"\n", d->node->name, kernel, cmdline);
 	hk_vm_result(g->vm, &r);

@@ -231,6 +231,13 @@ int hk_place_arrive(struct hk_place *pl, struct hk_guest *g, unsigned i, const u
 		snprintf(err, errlen, "vCPU %u: the guest has %u", i, hk_vm_vcpus(g->vm));
 		return -EINVAL;
 	}
+	pthread_mutex_lock(&pl->lock);
+	ret = g->pool_guest == pl->guest && (pl->local & (1ull << i)) ? -EBUSY : 0;
+	pthread_mutex_unlock(&pl->lock);
+	if (ret) {
+		snprintf(err, errlen, "vCPU %u already runs here", i);
+		return ret;
+	}
 	ret = hk_vm_vcpu_restore(g->vm, i, state, len, err, errlen);
 	if (ret)
 		return ret;

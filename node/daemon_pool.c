@@ -42,6 +42,7 @@ struct hk_daemon_pool {
 	pthread_rwlock_t mem_lock;
 	struct hk_mem *mem;
 	uint64_t guest;
+	struct hk_vm *vm; /* mem's VM once created: a lost peer ends it */
 
 	/* Leader: answers to a PREPARE. */
 	pthread_mutex_t lock;
@@ -99,9 +100,37 @@ static int coh_send(void *ctx, unsigned node, const void *msg, size_t len)
 	return hk_cluster_send(d->cluster, node, HK_MSG_COH, msg, len);
 }
 
+/* The engine of a new guest's memory is ready: coherence messages go to it
+ * from now on, also while its node is still loading the kernel. */
+static void coh_attach(void *ctx, struct hk_mem *mem, uint64_t guest)
+{
+	struct hk_daemon *d = ctx;
+
+	pthread_rwlock_wrlock(&d->pool->mem_lock);
+	d->pool->mem = mem;
+	d->pool->guest = guest;
+	d->pool->vm = NULL;
+	pthread_rwlock_unlock(&d->pool->mem_lock);
+}
+
+/* mem is being destroyed: wait out deliveries in progress, send no more. */
+static void coh_detach(void *ctx, struct hk_mem *mem)
+{
+	struct hk_daemon *d = ctx;
+
+	pthread_rwlock_wrlock(&d->pool->mem_lock);
+	if (d->pool->mem == mem) {
+		d->pool->mem = NULL;
+		d->pool->vm = NULL;
+	}
+	pthread_rwlock_unlock(&d->pool->mem_lock);
+}
+
 static const struct hk_pool_transport coh_transport = {
 	.size = sizeof(struct hk_pool_transport),
 	.send = coh_send,
+	.attach = coh_attach,
+	.detach = coh_detach,
 };
 
 /* ---- the guest on this node -------------------------------------------- */
@@ -137,22 +166,19 @@ static void pool_config(struct hk_daemon *d, uint64_t guest, struct hk_pool_conf
 			*parked |= 1ull << v;
 }
 
-static void publish_mem(struct hk_daemon *d, struct hk_mem *mem, uint64_t guest)
+/* The VM that owns the attached memory, for on_peer. */
+static void publish_vm(struct hk_daemon *d, struct hk_vm *vm)
 {
 	pthread_rwlock_wrlock(&d->pool->mem_lock);
-	d->pool->mem = mem;
-	d->pool->guest = guest;
+	if (d->pool->mem == hk_vm_mem(vm))
+		d->pool->vm = vm;
 	pthread_rwlock_unlock(&d->pool->mem_lock);
 }
 
 void hk_daemon_pool_forget(struct hk_daemon *d, struct hk_vm *vm)
 {
-	if (!d->pool)
-		return;
-	pthread_rwlock_wrlock(&d->pool->mem_lock);
-	if (d->pool->mem == hk_vm_mem(vm))
-		d->pool->mem = NULL;
-	pthread_rwlock_unlock(&d->pool->mem_lock);
+	if (d->pool && vm)
+		coh_detach(d, hk_vm_mem(vm));
 }
 
 struct watch {
@@ -300,7 +326,7 @@ int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_
 	Hk__Guest__GuestMsg m;
 	int ret;
 
-	publish_mem(d, hk_vm_mem(g->vm), g->pool_guest);
+	publish_vm(d, g->vm);
 	hk_place_guest(d->pool->place, g->pool_guest, local_vcpus(d));
 	ret = watch_start(d, g, g->pool_guest, true);
 	if (ret) {
@@ -382,10 +408,10 @@ static void *prepare_thread(void *arg)
 	}
 	old = d->guest;
 	d->guest = g;
+	publish_vm(d, g->vm);
 	g = NULL;
 	hk_console_reset(&d->console);
 	pthread_mutex_unlock(&d->lock);
-	publish_mem(d, hk_vm_mem(d->guest->vm), j->m->guest);
 	if (old)
 		hk_daemon_guest_put(d, old);
 reply:
@@ -561,7 +587,8 @@ static void on_guest(void *ctx, unsigned from, const void *buf, size_t len)
 		spawn(d, m, stop_thread);
 		return;
 	case HK__GUEST__GUEST_TYPE__GUEST_END:
-		if (!leader)
+		if (!leader ||
+		    (m->state != HK_VM_EXITED && m->state != HK_VM_CRASHED)) /* an outcome only */
 			break;
 		fprintf(stderr, "hkd[%s]: guest ended on %s: %s\n", d->node->name,
 			d->cfg->nodes[from].name, m->error);
@@ -595,29 +622,25 @@ out:
 static void on_peer(void *ctx, unsigned node, bool up, const char *why)
 {
 	struct hk_daemon *d = ctx;
-	struct hk_guest *g;
 	char reason[200];
 
 	if (up)
 		return;
 	fprintf(stderr, "hkd[%s]: node %s is down: %s\n", d->node->name, d->cfg->nodes[node].name,
 		why);
-	/* End the guest first, so its outcome is this reason and not what a
-	 * vCPU does with the zeros the abort below hands it. */
-	pthread_mutex_lock(&d->lock);
-	g = d->guest;
-	if (g)
-		g->refs++;
-	pthread_mutex_unlock(&d->lock);
-	if (g) {
-		snprintf(reason, sizeof(reason), "node %s is down: %s", d->cfg->nodes[node].name,
-			 why);
-		hk_vm_end(g->vm, HK_VM_CRASHED, 0, reason);
-		hk_daemon_guest_put(d, g);
-	}
+	/*
+	 * On the progress thread: take no daemon lock (a guest start may
+	 * hold it for seconds) and nothing that waits.  The read lock keeps
+	 * the guest's memory and VM alive (detach waits for it).  End the
+	 * guest first, so its outcome is this reason and not what a vCPU does
+	 * with the zeros the abort hands it.
+	 */
+	snprintf(reason, sizeof(reason), "node %s is down: %s", d->cfg->nodes[node].name, why);
 	pthread_rwlock_rdlock(&d->pool->mem_lock);
+	if (d->pool->vm)
+		hk_vm_end(d->pool->vm, HK_VM_CRASHED, 0, reason);
 	if (d->pool->mem)
-		hk_mem_pool_abort(d->pool->mem, node);
+		hk_mem_pool_abort(d->pool->mem, reason);
 	pthread_rwlock_unlock(&d->pool->mem_lock);
 }
 

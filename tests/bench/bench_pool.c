@@ -266,7 +266,7 @@ static void on_peer(void *ctx, unsigned node, bool up, const char *why)
 	/* Mid-run the other node is gone: no figure would mean anything, and a
 	 * thread may be blocked on its page or spinning on its echo.  End the
 	 * run from here (fail() leaves with _exit; the child dies with us). */
-	hk_mem_pool_abort(n->mem, node);
+	hk_mem_pool_abort(n->mem, "peer down");
 	fail(n->self == NODE_B ? "node A lost" : "node B lost", why);
 }
 
