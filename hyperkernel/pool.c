@@ -36,8 +36,8 @@ unsigned pool_home(const struct hk_pool *p, uint64_t frame)
 	return lo;
 }
 
-void pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t frame,
-	       uint32_t count, bool exclusive, const void *data)
+int pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t frame,
+	      uint32_t count, bool exclusive, const void *data)
 {
 	Hk__Coh__CohMsg m = HK__COH__COH_MSG__INIT;
 	uint8_t buf[HK_POOL_MSG_MAX];
@@ -47,7 +47,7 @@ void pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t
 	if (node == p->cfg.self || node >= p->cfg.n_nodes) {
 		fprintf(stderr, "hyperkernel: pool: message %d for node %u (self %u): dropped\n",
 			type, node, p->cfg.self);
-		return;
+		return -EINVAL;
 	}
 	m.version = POOL_WIRE_VERSION;
 	m.type = type;
@@ -70,6 +70,7 @@ void pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t
 		/* The transport reports a dead peer to the daemon, which stops
 		 * the guest: a vCPU waiting for this reply must not hang. */
 		fprintf(stderr, "hyperkernel: pool: send to node %u: %s\n", node, strerror(-ret));
+	return ret;
 }
 
 /* Ask the home for frame; this node's page is invalid or read-only. */

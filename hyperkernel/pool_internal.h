@@ -109,8 +109,8 @@ void hk_pool_free(struct hk_mem *mem);
 /* First step of destroying pooled memory: the transport stops delivering. */
 void hk_pool_detach(struct hk_mem *mem);
 unsigned pool_home(const struct hk_pool *p, uint64_t frame);
-void pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t frame,
-	       uint32_t count, bool exclusive, const void *data);
+int pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t frame,
+	      uint32_t count, bool exclusive, const void *data);
 
 /* pool_home.c: the directory side (lock held) */
 void pool_home_request(struct hk_pool *p, unsigned from, uint64_t frame, bool write);

@@ -235,11 +235,17 @@ void pool_evict(struct hk_pool *p)
 		} else {
 			const uint8_t *data;
 
+			/* Send before dropping: if the write-back cannot leave,
+			 * the page must not be lost (it is the only copy). */
 			pool_page_protect(p, frame);
 			data = pool_page_copy(p, frame);
+			if (pool_send(p, pool_home(p, frame), HK__COH__COH_TYPE__COH_WRITEBACK,
+				      frame, 0, true, data)) {
+				pool_page_upgrade(p, frame);
+				fifo_push(p, frame); /* try again later */
+				break;
+			}
 			pool_page_drop(p, frame);
-			pool_send(p, pool_home(p, frame), HK__COH__COH_TYPE__COH_WRITEBACK, frame,
-				  0, true, data);
 			p->st.pages_sent++;
 		}
 		p->st.evictions++;
