@@ -449,7 +449,7 @@ void hk_vm_stop(struct hk_vm *vm, const char *why)
 	/* Pooled memory: a vCPU blocked on a page another node will no longer
 	 * send (it is ending the guest too) would never be joined.  Release
 	 * it; this guest's memory is not used again. */
-	if (hk_mem_pooled(vm->mem))
+	if (vm->mem && hk_mem_pooled(vm->mem)) /* NULL: creation failed early */
 		hk_mem_pool_abort(vm->mem, "the guest is ending");
 	/* Two stoppers (hkctl, a message from the leader) must not both join. */
 	pthread_mutex_lock(&vm->join_lock);
