@@ -52,7 +52,36 @@ struct hk_daemon_pool {
 	char prepare_err[256];
 
 	struct hk_place *place;
+
+	/* Watch and job threads alive (under lock); shutdown waits for them,
+	 * since they use d, the cluster and the placement state. */
+	unsigned jobs;
+	bool closing;
+	pthread_cond_t jobs_cv;
 };
+
+#define POOL_JOBS_WAIT_S 15
+
+static bool job_enter(struct hk_daemon *d)
+{
+	bool ok;
+
+	pthread_mutex_lock(&d->pool->lock);
+	ok = !d->pool->closing;
+	if (ok)
+		d->pool->jobs++;
+	pthread_mutex_unlock(&d->pool->lock);
+	return ok;
+}
+
+/* The last thing a watch or job thread does. */
+static void job_leave(struct hk_daemon *d)
+{
+	pthread_mutex_lock(&d->pool->lock);
+	if (--d->pool->jobs == 0)
+		pthread_cond_broadcast(&d->pool->jobs_cv);
+	pthread_mutex_unlock(&d->pool->lock);
+}
 
 /* ---- sending ------------------------------------------------------------ */
 
@@ -209,6 +238,7 @@ static void *watch_thread(void *arg)
 	}
 	hk_daemon_guest_put(d, w->g);
 	free(w);
+	job_leave(d);
 	return NULL;
 }
 
@@ -222,6 +252,10 @@ static int watch_start(struct hk_daemon *d, struct hk_guest *g, uint64_t guest, 
 
 	if (!w)
 		return -ENOMEM;
+	if (!job_enter(d)) {
+		free(w);
+		return -ESHUTDOWN;
+	}
 	if (!locked)
 		pthread_mutex_lock(&d->lock);
 	g->refs++;
@@ -238,6 +272,7 @@ static int watch_start(struct hk_daemon *d, struct hk_guest *g, uint64_t guest, 
 		else
 			hk_daemon_guest_put(d, g);
 		free(w);
+		job_leave(d);
 		return -ret;
 	}
 	return 0;
@@ -434,6 +469,7 @@ reply:
 	}
 	hk__guest__guest_msg__free_unpacked(j->m, NULL);
 	free(j);
+	job_leave(d);
 	return NULL;
 }
 
@@ -457,6 +493,7 @@ static void *run_thread(void *arg)
 	}
 	hk__guest__guest_msg__free_unpacked(j->m, NULL);
 	free(j);
+	job_leave(d);
 	return NULL;
 }
 
@@ -478,6 +515,7 @@ static void *stop_thread(void *arg)
 	}
 	hk__guest__guest_msg__free_unpacked(j->m, NULL);
 	free(j);
+	job_leave(d);
 	return NULL;
 }
 
@@ -505,6 +543,7 @@ static void *move_thread(void *arg)
 	}
 	hk__guest__guest_msg__free_unpacked(j->m, NULL);
 	free(j);
+	job_leave(d);
 	return NULL;
 }
 
@@ -514,8 +553,9 @@ static void spawn(struct hk_daemon *d, Hk__Guest__GuestMsg *m, void *(*fn)(void 
 	pthread_attr_t a;
 	pthread_t t;
 
-	if (!j) {
+	if (!j || !job_enter(d)) { /* out of memory, or shutting down */
 		hk__guest__guest_msg__free_unpacked(m, NULL);
+		free(j);
 		return;
 	}
 	*j = (struct job){.d = d, .m = m};
@@ -525,6 +565,7 @@ static void spawn(struct hk_daemon *d, Hk__Guest__GuestMsg *m, void *(*fn)(void 
 		fprintf(stderr, "hkd[%s]: cannot start a guest job thread\n", d->node->name);
 		hk__guest__guest_msg__free_unpacked(m, NULL);
 		free(j);
+		job_leave(d);
 	}
 	pthread_attr_destroy(&a);
 }
@@ -664,6 +705,7 @@ int hk_daemon_pool_start(struct hk_daemon *d, char *err, size_t errlen)
 		pthread_condattr_init(&ca);
 		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 		pthread_cond_init(&p->cv, &ca);
+		pthread_cond_init(&p->jobs_cv, &ca);
 		pthread_condattr_destroy(&ca);
 	}
 	d->pool = p;
@@ -689,8 +731,23 @@ int hk_daemon_pool_start(struct hk_daemon *d, char *err, size_t errlen)
 void hk_daemon_pool_stop(struct hk_daemon *d)
 {
 	if (d->pool) {
-		hk_place_stop(d->pool->place);
-		d->pool->place = NULL;
+		struct hk_daemon_pool *p = d->pool;
+		struct timespec until;
+
+		/* No new job; the running ones finish (the guest was stopped,
+		 * so watchers return) before what they use goes away. */
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += POOL_JOBS_WAIT_S;
+		pthread_mutex_lock(&p->lock);
+		p->closing = true;
+		while (p->jobs && pthread_cond_timedwait(&p->jobs_cv, &p->lock, &until) != ETIMEDOUT)
+			;
+		if (p->jobs)
+			fprintf(stderr, "hkd[%s]: %u guest job threads still running at shutdown\n",
+				d->node->name, p->jobs);
+		pthread_mutex_unlock(&p->lock);
+		hk_place_stop(p->place);
+		p->place = NULL;
 	}
 	hk_cluster_destroy(d->cluster);
 	d->cluster = NULL;
@@ -698,6 +755,7 @@ void hk_daemon_pool_stop(struct hk_daemon *d)
 		pthread_rwlock_destroy(&d->pool->mem_lock);
 		pthread_mutex_destroy(&d->pool->lock);
 		pthread_cond_destroy(&d->pool->cv);
+		pthread_cond_destroy(&d->pool->jobs_cv);
 		free(d->pool);
 		d->pool = NULL;
 	}
