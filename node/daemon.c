@@ -30,7 +30,6 @@ void hk_daemon_guest_put(struct hk_daemon *d, struct hk_guest *g)
 	pthread_mutex_unlock(&d->lock);
 	if (!last)
 		return;
-	hk_daemon_pool_forget(d, g->vm);
 	hk_vm_destroy(g->vm);
 	free(g->kernel);
 	free(g->cmdline);

@@ -94,8 +94,6 @@ int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *
 /* Leader, after creating its VM (g->pool_guest set), d->lock held: let
  * everyone run. */
 int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_t errlen);
-/* The guest's memory is going away: stop handing it messages. */
-void hk_daemon_pool_forget(struct hk_daemon *d, struct hk_vm *vm);
 /* A guest message (proto/guest.proto) to node; 0 or -errno. */
 int hk_daemon_pool_send(struct hk_daemon *d, unsigned node, const Hk__Guest__GuestMsg *m);
 

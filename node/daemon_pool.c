@@ -204,12 +204,6 @@ static void publish_vm(struct hk_daemon *d, struct hk_vm *vm)
 	pthread_rwlock_unlock(&d->pool->mem_lock);
 }
 
-void hk_daemon_pool_forget(struct hk_daemon *d, struct hk_vm *vm)
-{
-	if (d->pool && vm)
-		coh_detach(d, hk_vm_mem(vm));
-}
-
 struct watch {
 	struct hk_daemon *d;
 	struct hk_guest *g;
