@@ -76,7 +76,8 @@ static void usage(FILE *f)
 	}
 	fprintf(f, "\nThe daemon is found through --socket, or the control socket of --node (default:\n"
 		   "the first node) in --config (default: $HK_CONFIG, else " DEFAULT_CONFIG ");\n"
-		   "status and top ask every node of the config unless --node or --socket is given.\n"
+		   "status, top and replica ask every node of the config unless --node or\n"
+		   "--socket is given.\n"
 		   "--json prints one JSON object on stdout.  See docs/hkctl.md.\n");
 }
 
@@ -148,8 +149,15 @@ static int resolve_socket(struct hkctl *c)
 	if (hk_config_load(path, &cfg, err, sizeof(err)))
 		return hkctl_die("%s", err);
 	n = c->val[OPT_NODE] ? hk_config_node(&cfg, c->val[OPT_NODE]) : &cfg.nodes[0];
-	if (!n)
-		return hkctl_die("%s has no [node %s]", path, c->val[OPT_NODE]);
+	if (!n) {
+		char names[256] = "";
+		size_t len = 0;
+
+		for (unsigned i = 0; i < cfg.n_nodes && len < sizeof(names); i++)
+			len += snprintf(names + len, sizeof(names) - len, "%s%s", i ? ", " : "",
+					cfg.nodes[i].name);
+		return hkctl_die("%s has no [node %s] (nodes: %s)", path, c->val[OPT_NODE], names);
+	}
 	snprintf(c->sock, sizeof(c->sock), "%s", n->control);
 	c->cfg = &cfg;
 	return 0;

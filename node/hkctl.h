@@ -64,9 +64,9 @@ void hkctl_print_guest(const Hk__Ctl__GuestInfo *g);
 #define HKCTL_NODE_TIMEOUT_S 5
 
 /*
- * hkctl_status.c: one status reply per node.  Without --socket or --node
- * every [node] of the config is asked, in config order; otherwise the one
- * daemon named.
+ * hkctl_status.c: one reply per node (status, top, replica).  Without
+ * --socket or --node every [node] of the config is asked, in config
+ * order; otherwise the one daemon named.
  */
 struct hkctl_node_status {
 	char name[64];	/* "" when only --socket names the daemon */
@@ -78,8 +78,15 @@ struct hkctl_node_status {
 
 /* Number of targets written to out (max HK_MAX_NODES entries). */
 unsigned hkctl_status_targets(struct hkctl *c, struct hkctl_node_status *out);
-/* Ask each target; returns how many did not answer. */
+/* Ask each target for its status; returns how many did not answer. */
 unsigned hkctl_status_query(struct hkctl_node_status *t, unsigned n, unsigned timeout_s);
+/*
+ * Send req to each target in turn (replica show|stats|verify use it too).
+ * A reply that is not a want reply counts as no answer, with err saying
+ * so (what names the request).  Returns how many did not answer.
+ */
+unsigned hkctl_ask_each(struct hkctl_node_status *t, unsigned n, Hk__Ctl__CtlRequest *req,
+			Hk__Ctl__CtlResponse__RepCase want, const char *what, unsigned timeout_s);
 void hkctl_status_release(struct hkctl_node_status *t, unsigned n);
 
 /* Commands: 0 on success. */

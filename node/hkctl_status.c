@@ -45,28 +45,24 @@ unsigned hkctl_status_targets(struct hkctl *c, struct hkctl_node_status *out)
 }
 
 /*
- * One node after another: the requests are cheap snapshots, so only a
- * daemon that hangs costs time, and HKCTL_NODE_TIMEOUT_S bounds that.
+ * One node after another: status and replica stats are cheap snapshots,
+ * so only a daemon that hangs costs time, and timeout_s bounds that.
  */
-unsigned hkctl_status_query(struct hkctl_node_status *t, unsigned n, unsigned timeout_s)
+unsigned hkctl_ask_each(struct hkctl_node_status *t, unsigned n, Hk__Ctl__CtlRequest *req,
+			Hk__Ctl__CtlResponse__RepCase want, const char *what, unsigned timeout_s)
 {
 	unsigned down = 0;
 
 	for (unsigned i = 0; i < n; i++) {
-		Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
-		Hk__Ctl__StatusRequest sr = HK__CTL__STATUS_REQUEST__INIT;
-
 		if (t[i].rsp)
 			hk__ctl__ctl_response__free_unpacked(t[i].rsp, NULL);
 		t[i].rsp = NULL;
 		t[i].err[0] = 0;
-		req.req_case = HK__CTL__CTL_REQUEST__REQ_STATUS;
-		req.status = &sr;
-		if (hkctl_call_at(t[i].sock, &req, &t[i].rsp, timeout_s, t[i].err,
+		if (hkctl_call_at(t[i].sock, req, &t[i].rsp, timeout_s, t[i].err,
 				  sizeof(t[i].err)) == 0 &&
-		    t[i].rsp->rep_case != HK__CTL__CTL_RESPONSE__REP_STATUS) {
+		    t[i].rsp->rep_case != want) {
 			snprintf(t[i].err, sizeof(t[i].err),
-				 "hkd at %s sent an unexpected reply to status", t[i].sock);
+				 "hkd at %s sent an unexpected reply to %s", t[i].sock, what);
 			hk__ctl__ctl_response__free_unpacked(t[i].rsp, NULL);
 			t[i].rsp = NULL;
 		}
@@ -75,6 +71,16 @@ unsigned hkctl_status_query(struct hkctl_node_status *t, unsigned n, unsigned ti
 			down++;
 	}
 	return down;
+}
+
+unsigned hkctl_status_query(struct hkctl_node_status *t, unsigned n, unsigned timeout_s)
+{
+	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+	Hk__Ctl__StatusRequest sr = HK__CTL__STATUS_REQUEST__INIT;
+
+	req.req_case = HK__CTL__CTL_REQUEST__REQ_STATUS;
+	req.status = &sr;
+	return hkctl_ask_each(t, n, &req, HK__CTL__CTL_RESPONSE__REP_STATUS, "status", timeout_s);
 }
 
 void hkctl_status_release(struct hkctl_node_status *t, unsigned n)
@@ -97,7 +103,9 @@ void hkctl_status_release(struct hkctl_node_status *t, unsigned n)
 	X(pages_sent)                                                                              \
 	X(pages_recv)                                                                              \
 	X(home_pages)                                                                              \
-	X(budget_pages)
+	X(budget_pages)                                                                            \
+	X(device_forwards)                                                                         \
+	X(device_served)
 
 struct pool_totals {
 #define X(f) uint64_t f;
@@ -225,6 +233,10 @@ static void print_one(const Hk__Ctl__StatusReply *s)
 		       " invalidations, %" PRIu64 " vCPU migrations, %" PRIu64 " evictions\n",
 		       s->remote_faults, s->local_faults, s->invalidations, s->vcpu_migrations,
 		       s->evictions);
+	if (s->device_forwards || s->device_served)
+		printf("devices       %" PRIu64 " register accesses sent to other nodes, %" PRIu64
+		       " served here for them\n",
+		       s->device_forwards, s->device_served);
 }
 
 #define ROW_FMT "%-10s %-5s %-8s %10s %12s %12s %10s %10s %10s\n"

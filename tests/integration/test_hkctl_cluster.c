@@ -1,5 +1,6 @@
 /*
- * hkctl nodes, status and top against real hkd daemons forming a cluster
+ * hkctl nodes, status, top and replica show|stats|verify against real hkd
+ * daemons forming a cluster
  * on loopback: three [node] sections of one generated hk.conf on free
  * 127.0.0.1 ports, the default tcp;ofi_rxm provider.  No guest is booted,
  * so this runs without /dev/kvm.  Every daemon a test starts is killed and
@@ -452,6 +453,234 @@ Test(hkctl_cluster, single_node_nodes_and_status)
 	ctl(&r, "status", NULL);
 	cr_assert_eq(r.status, 0, "%s", r.err);
 	cr_assert(strstr(r.out, "node          n1"), "%s", r.out);
+	hk_proc_result_free(&r);
+}
+
+/* ---- replica show | stats | verify over every node ---------------------------------- */
+
+static long long jint(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	cr_assert(json_is_integer(v), "no integer %s in %s", key, json_dumps(o, 0));
+	return json_integer_value(v);
+}
+
+/* nodes[] has n1..nN in config order, each up (or down if named by `down`). */
+static void assert_node_list(json_t *j, unsigned n, const char *down)
+{
+	json_t *nodes = json_object_get(j, "nodes"), *o;
+	size_t i;
+
+	cr_assert_eq(json_array_size(nodes), n, "%s", json_dumps(j, 0));
+	json_array_foreach(nodes, i, o)
+	{
+		char name[32];
+
+		snprintf(name, sizeof(name), "n%zu", i + 1);
+		cr_assert_str_eq(json_string_value(json_object_get(o, "node")), name);
+		if (down && !strcmp(name, down)) {
+			cr_assert(json_is_false(json_object_get(o, "up")), "%s", json_dumps(o, 0));
+			cr_assert(
+			    strstr(json_string_value(json_object_get(o, "error")) ?: "", "n2.sock"),
+			    "%s", json_dumps(o, 0));
+		} else {
+			cr_assert(json_is_true(json_object_get(o, "up")), "%s", json_dumps(o, 0));
+		}
+	}
+}
+
+Test(hkctl_cluster, replica_commands_cover_every_node)
+{
+	static const char *const counters[] = {"entries",	 "extents", "bytes_covered",
+					       "metadata_bytes", "hits",    "misses",
+					       "invalidations"};
+	struct hk_proc_result r = {0};
+	json_t *j, *totals, *o;
+	size_t i;
+
+	start_cluster(3);
+	ctl(&r, "replica", "stats", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	assert_node_list(j, 3, NULL);
+	json_array_foreach(json_object_get(j, "nodes"), i, o)
+	{
+		cr_assert(json_is_true(json_object_get(o, "enabled")), "%s", r.out);
+		for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++)
+			jint(o, counters[k]);
+		cr_assert_eq(jint(o, "entries"), 0); /* no guest ran */
+	}
+	totals = json_object_get(j, "totals");
+	cr_assert_eq(jint(totals, "nodes"), 3);
+	cr_assert_eq(jint(totals, "nodes_up"), 3);
+	for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++)
+		if (strcmp(counters[k], "metadata_bytes")) /* an empty table has a heap */
+			cr_assert_eq(jint(totals, counters[k]), 0, "%s", r.out);
+	cr_assert_eq(json_object_size(j), 2, "only nodes and totals: %s", r.out);
+	json_decref(j);
+
+	ctl(&r, "replica", "stats", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "NODE") && strstr(r.out, "ENTRIES"), "%s", r.out);
+	for (unsigned k = 1; k <= 3; k++) {
+		char row[16];
+
+		snprintf(row, sizeof(row), "\nn%u ", k);
+		cr_assert_eq(hk_count(r.out, row), 1, "%s", r.out);
+	}
+	cr_assert(strstr(r.out, "\ntotal ") && strstr(r.out, "3/3"), "%s", r.out);
+
+	ctl(&r, "replica", "show", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	cr_assert_eq(json_array_size(json_object_get(j, "extents")), 0, "%s", r.out);
+	cr_assert(json_is_false(json_object_get(j, "truncated")));
+	assert_node_list(j, 3, NULL);
+	json_array_foreach(json_object_get(j, "nodes"), i, o) cr_assert_eq(jint(o, "extents"), 0);
+	cr_assert_eq(jint(json_object_get(j, "totals"), "nodes_up"), 3);
+	cr_assert_eq(jint(json_object_get(j, "totals"), "pages"), 0);
+	json_decref(j);
+
+	ctl(&r, "replica", "show", "--gpa", "64M-128M", "--limit", "10", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "FROM") && strstr(r.out, "GPA"), "%s", r.out);
+	cr_assert(strstr(r.out, "total: 0 extents, 0 pages from 3/3 nodes"), "%s", r.out);
+
+	ctl(&r, "replica", "verify", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	assert_node_list(j, 3, NULL);
+	json_array_foreach(json_object_get(j, "nodes"), i, o)
+	{
+		cr_assert_eq(jint(o, "checked"), 0);
+		cr_assert_eq(jint(o, "mismatches"), 0);
+	}
+	cr_assert_eq(jint(json_object_get(j, "totals"), "nodes_up"), 3);
+	cr_assert_eq(jint(json_object_get(j, "totals"), "mismatches"), 0);
+	cr_assert(json_is_true(json_object_get(j, "verified")), "%s", r.out);
+	json_decref(j);
+
+	ctl(&r, "replica", "verify", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "CHECKED") && strstr(r.out, "\nn2 ") && strstr(r.out, "3/3"), "%s",
+		  r.out);
+	cr_assert_str_eq(r.err, "");
+	hk_proc_result_free(&r);
+}
+
+Test(hkctl_cluster, replica_commands_name_a_node_that_is_down)
+{
+	static const char *const cmds[] = {"stats", "show", "verify"};
+	struct hk_proc_result r = {0};
+	json_t *j;
+
+	start_cluster(3);
+	kill_node(1); /* n2: its socket file stays, nobody listens */
+	for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++) {
+		ctl(&r, "replica", cmds[k], "--json", NULL);
+		cr_assert_eq(r.status, 1, "replica %s with n2 down: status %d", cmds[k], r.status);
+		/* One line, naming the node and why. */
+		cr_assert_eq(hk_lines(r.err), 1, "%s", r.err);
+		cr_assert(strstr(r.err, "hkctl: node n2: ") && strstr(r.err, "n2.sock") &&
+			      strstr(r.err, "refused"),
+			  "%s", r.err);
+		j = parse(r.out);
+		assert_node_list(j, 3, "n2");
+		cr_assert_eq(jint(json_object_get(j, "totals"), "nodes_up"), 2, "%s", r.out);
+		if (!strcmp(cmds[k], "verify"))
+			cr_assert(json_is_false(json_object_get(j, "verified")), "%s", r.out);
+		json_decref(j);
+
+		ctl(&r, "replica", cmds[k], NULL);
+		cr_assert_eq(r.status, 1, "replica %s", cmds[k]);
+		cr_assert_eq(hk_lines(r.err), 1, "%s", r.err);
+		cr_assert(strstr(r.err, "node n2"), "%s", r.err);
+		cr_assert(strstr(r.out, "2/3"), "replica %s: %s", cmds[k], r.out);
+	}
+	hk_proc_result_free(&r);
+}
+
+Test(hkctl_cluster, replica_node_option_asks_one_node)
+{
+	struct hk_proc_result r = {0};
+	json_t *j;
+
+	start_cluster(3);
+	/* One node asked: the single-node output, as on a one-node config. */
+	ctl(&r, "--node", "n2", "replica", "stats", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	cr_assert_null(json_object_get(j, "nodes"), "%s", r.out);
+	cr_assert_eq(jint(j, "entries"), 0);
+	cr_assert(json_is_true(json_object_get(j, "enabled")));
+	json_decref(j);
+
+	ctl(&r, "replica", "show", "--node", "n3", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	cr_assert_eq(json_array_size(json_object_get(j, "extents")), 0);
+	cr_assert_null(json_object_get(j, "nodes"), "%s", r.out);
+	json_decref(j);
+
+	ctl(&r, "replica", "verify", "--node", "n1", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "checked     0 pages"), "%s", r.out);
+
+	/* An unknown node: one line naming it and the nodes there are. */
+	ctl(&r, "--node", "n9", "replica", "stats", NULL);
+	cr_assert_eq(r.status, 1);
+	cr_assert_eq(hk_lines(r.err), 1, "%s", r.err);
+	cr_assert(strstr(r.err, "n9") && strstr(r.err, "n1, n2, n3"), "%s", r.err);
+	cr_assert_str_eq(r.out, "");
+
+	/* An unknown disk is refused once, not by every node. */
+	ctl(&r, "replica", "show", "--disk", "nosuch", NULL);
+	cr_assert_eq(r.status, 1);
+	cr_assert_eq(hk_lines(r.err), 1, "%s", r.err);
+	cr_assert(strstr(r.err, "nosuch"), "%s", r.err);
+
+	/* The one node asked is down: its error is all there is. */
+	kill_node(1);
+	ctl(&r, "--node", "n2", "replica", "verify", "--json", NULL);
+	cr_assert_eq(r.status, 1);
+	cr_assert_eq(hk_lines(r.err), 1, "%s", r.err);
+	cr_assert(strstr(r.err, "node n2: ") && strstr(r.err, "n2.sock"), "%s", r.err);
+	cr_assert_str_eq(r.out, "");
+	hk_proc_result_free(&r);
+}
+
+Test(hkctl_cluster, single_node_replica_output_keeps_its_shape)
+{
+	struct hk_proc_result r = {0};
+	json_t *j;
+
+	start_cluster(1);
+	ctl(&r, "replica", "stats", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	cr_assert_null(json_object_get(j, "nodes"), "%s", r.out);
+	cr_assert_null(json_object_get(j, "totals"), "%s", r.out);
+	cr_assert_eq(jint(j, "entries"), 0);
+	jint(j, "hits");
+	json_decref(j);
+
+	ctl(&r, "replica", "stats", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "table          on"), "%s", r.out);
+
+	ctl(&r, "replica", "show", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_null(strstr(r.out, "FROM"), "%s", r.out);
+	cr_assert_eq(hk_lines(r.out), 1, "only the header: %s", r.out);
+
+	ctl(&r, "replica", "verify", "--json", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	cr_assert_eq(jint(j, "checked"), 0);
+	cr_assert_eq(jint(j, "mismatches"), 0);
+	cr_assert_null(json_object_get(j, "nodes"), "%s", r.out);
+	json_decref(j);
 	hk_proc_result_free(&r);
 }
 
