@@ -4,6 +4,7 @@
 #   deploy/cluster.sh up [-n N] [--dir DIR] [--memory SIZE] [--disk-size SIZE]
 #                        [--guest-memory SIZE] [--vcpus N] [--provider P]
 #                        [--port-base P] [--policy page|vcpu|adaptive]
+#                        [--disk-node NODE]
 #   deploy/cluster.sh status [--dir DIR]
 #   deploy/cluster.sh down [--dir DIR]
 #
@@ -14,20 +15,22 @@
 # socket or pid file behind.  With -n N the nodes n1..nN listen on
 # 127.0.0.1:P+1..P+N (P: --port-base, default 7300 or $HK_PORT_BASE), each
 # with --memory of guest memory; the guest gets --guest-memory (default:
-# their sum) and --vcpus, placed round-robin over the nodes.
+# their sum) and --vcpus, placed round-robin over the nodes.  The disk d0 is
+# attached to --disk-node (default n1); vCPUs on other nodes reach it through
+# that node.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${HK_BUILD_DIR:-$root/build}
 case $build in /*) ;; *) build=$root/$build ;; esac
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 
 cmd=${1:-}
 [ -n "$cmd" ] || { usage >&2; exit 2; }
 shift
 nodes=1 dir=hk-cluster memory=1G disk_size=1G guest_memory= vcpus=2 provider="tcp;ofi_rxm"
-port_base=${HK_PORT_BASE:-7300} policy=adaptive
+port_base=${HK_PORT_BASE:-7300} policy=adaptive disk_node=n1
 while [ $# -gt 0 ]; do
 	case $1 in
 	-n) nodes=${2:?-n needs a number}; shift 2 ;;
@@ -39,6 +42,7 @@ while [ $# -gt 0 ]; do
 	--provider) provider=${2:?--provider needs a value}; shift 2 ;;
 	--port-base) port_base=${2:?--port-base needs a port}; shift 2 ;;
 	--policy) policy=${2:?--policy needs page, vcpu or adaptive}; shift 2 ;;
+	--disk-node) disk_node=${2:?--disk-node needs a node name}; shift 2 ;;
 	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
@@ -55,6 +59,8 @@ alive() { [ -f "$dir/$1.pid" ] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
 cmd_up() {
 	[[ $nodes =~ ^[0-9]+$ ]] && [ "$nodes" -ge 1 ] || die "-n: want a number >= 1, not '$nodes'"
 	[ "$nodes" -le 64 ] || die "-n $nodes: at most 64 nodes"
+	[[ $disk_node =~ ^n[0-9]+$ ]] && [ "${disk_node#n}" -ge 1 ] && [ "${disk_node#n}" -le "$nodes" ] ||
+		die "--disk-node: want one of n1..n$nodes, not '$disk_node'"
 	[[ $port_base =~ ^[0-9]+$ ]] && [ "$port_base" -ge 1024 ] && [ "$((port_base + nodes))" -le 65535 ] ||
 		die "--port-base: want a port from 1024 to $((65535 - nodes)), not '$port_base'"
 	for n in $(node_names); do
@@ -81,7 +87,7 @@ done)
 [disk d0]
 path = $dir/d0.img
 size = $disk_size
-node = n1
+node = $disk_node
 CONF
 	for n in $(node_names); do
 		setsid "$hkd" --config "$conf" --node "$n" </dev/null >"$dir/$n.log" 2>&1 &

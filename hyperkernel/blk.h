@@ -24,6 +24,7 @@ struct hk_blk_req {
 	uint8_t *status;
 	uint32_t written; /* bytes written into guest buffers */
 	uint32_t gen;     /* transport generation at pop */
+	bool pinned;      /* pooled memory: data pages pinned here (virtio_blk.c) */
 	unsigned nseg;
 	struct hk_vq_buf seg[16];
 	struct iovec iov[16];

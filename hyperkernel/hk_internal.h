@@ -52,6 +52,11 @@ struct hk_pio_dev {
 extern const struct hk_pio_ops hk_serial_ops;
 extern const struct hk_pio_ops hk_debug_exit_ops;
 
+/* A device window another node serves (dev_remote.c). */
+struct hk_remote_win {
+	unsigned slot;
+};
+
 /* 16550 register file; one per VM. */
 struct hk_serial {
 	pthread_mutex_t lock;
@@ -101,8 +106,12 @@ struct hk_vm {
 	char *user_cmdline;
 	struct hk_vm_disk disks[HK_VM_MAX_DISKS];
 	unsigned n_disks;
-	struct hk_blk *blks[HK_VM_MAX_DISKS];
-	unsigned n_blks;
+	struct hk_blk *blks[HK_VM_MAX_DISKS]; /* NULL: served by another node */
+	unsigned n_blks;		      /* slots booted */
+	uint64_t dev_base[HK_VM_MAX_DISKS];  /* each slot's MMIO window */
+	struct hk_remote_win remote_win[HK_VM_MAX_DISKS];
+	const struct hk_vm_remote_ops *remote;
+	void *remote_ctx;
 	struct hk_replica *replicas; /* for devices at the next boot */
 	_Atomic(struct hk_replica *) wp_table; /* what the write-protect hook drops from */
 	uint16_t node_id;
@@ -120,12 +129,16 @@ struct hk_vm {
 	uint64_t start_parked;	/* hk_vm_config.start_parked, applied at every boot */
 
 	_Atomic uint64_t unhandled_io;
+	_Atomic uint64_t tsc_khz; /* guest TSC rate, read at boot */
 };
 
 /* vm.c */
 /* End the guest with this outcome (first caller wins) and kick every vCPU. */
 void hk_vm_finish(struct hk_vm *vm, enum hk_vm_state state, int exit_status, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+
+/* dev_remote.c: register the window of disk slot `slot`, served elsewhere. */
+int hk_dev_remote_add(struct hk_vm *vm, unsigned slot, uint64_t *base);
 
 /* iobus.c */
 int hk_pio_register(struct hk_vm *vm, const struct hk_pio_ops *ops, void *state);

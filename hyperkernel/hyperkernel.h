@@ -155,6 +155,14 @@ struct hk_pool_transport {
 	 */
 	void (*attach)(void *ctx, struct hk_mem *mem, uint64_t guest);
 	void (*detach)(void *ctx, struct hk_mem *mem);
+	/*
+	 * Optional.  A message some vCPU's page depends on could not be sent
+	 * (why: one line naming it and the peer): the pooled guest cannot go
+	 * on, end it.  Called once, without the engine's lock, from the thread
+	 * whose send failed, just before the engine runs hk_mem_pool_abort(mem,
+	 * why) to release every waiting thread; must not wait for the engine.
+	 */
+	void (*fail)(void *ctx, struct hk_mem *mem, const char *why);
 };
 
 struct hk_pool_config {
@@ -182,6 +190,8 @@ struct hk_pool_stats {
 	uint64_t evictions;      /* pages given back to their home for room */
 	uint64_t bad_msgs;       /* malformed or unexpected messages dropped */
 	uint64_t holds;          /* requests put off while a page was held here */
+	uint64_t pins;           /* device requests that pinned their pages here */
+	uint64_t pin_retries;    /* pins that first had to fault a page in */
 };
 
 /*
@@ -245,8 +255,24 @@ struct hk_replica; /* storage/ */
 
 /* A disk the guest sees as a virtio-blk device, in this order. */
 struct hk_vm_disk {
-	struct hk_disk *disk;        /* opened by the caller, outlives the VM */
+	/* Opened by the caller, outlives the VM.  NULL (pooled guest): the
+	 * disk is attached to another node, reached through
+	 * hk_vm_config.remote. */
+	struct hk_disk *disk;
 	uint16_t id;          /* the disk's number in the replica table */
+};
+
+/*
+ * Pooled guest: register accesses to the window of a disk another node
+ * serves.  Called on the vCPU thread that made the access; blocks until
+ * that node did it (hk_vm_device_access there) and, for a read, data holds
+ * the answer.  Must return even if the node cannot answer (data is then
+ * left all ones for a read, as on an empty bus).
+ */
+struct hk_vm_remote_ops {
+	size_t size;
+	void (*mmio)(void *ctx, unsigned slot, uint64_t off, bool write, uint8_t *data,
+		     unsigned len);
 };
 
 #define HK_VM_MAX_DISKS 8
@@ -280,6 +306,9 @@ struct hk_vm_config {
 	 * memory; the others start their vCPUs at the same entry point.
 	 */
 	const struct hk_pool_config *pool;
+	/* Disks with disk == NULL are forwarded here (pooled guest). */
+	const struct hk_vm_remote_ops *remote;
+	void *remote_ctx;
 };
 
 enum hk_vm_state {
@@ -339,6 +368,14 @@ void hk_vm_end(struct hk_vm *vm, enum hk_vm_state state, int exit_status, const 
 /* Stop every vCPU (if still running) and join its thread; idempotent. */
 void hk_vm_stop(struct hk_vm *vm, const char *why);
 void hk_vm_destroy(struct hk_vm *vm);
+/*
+ * The node serving disk slot `slot` (its place in hk_vm_config.disks) does
+ * a register access another node forwarded.  May fault pooled pages in:
+ * never call it on the transport's delivery thread.  Returns 0, -ENODEV
+ * (the slot is not served here) or -EINVAL (offset or width out of range).
+ */
+int hk_vm_device_access(struct hk_vm *vm, unsigned slot, uint64_t off, bool write, uint8_t *data,
+			unsigned len);
 void hk_vm_get_stats(struct hk_vm *vm, struct hk_vm_stats *st);
 unsigned hk_vm_vcpus(const struct hk_vm *vm);
 /* Guest RAM, for device-side tools (replica verify). */

@@ -36,6 +36,53 @@ unsigned pool_home(const struct hk_pool *p, uint64_t frame)
 	return lo;
 }
 
+/* "INV_ACK" for COH_INV_ACK: the names log lines use. */
+static const char *msg_name(int type)
+{
+	const ProtobufCEnumValue *v =
+		protobuf_c_enum_descriptor_get_value(&hk__coh__coh_type__descriptor, type);
+
+	if (!v)
+		return "unknown message";
+	return strncmp(v->name, "COH_", 4) ? v->name : v->name + 4;
+}
+
+/*
+ * A message that a page or an answer depends on did not leave: whoever
+ * waits for it (a vCPU here, or one on another node through the home)
+ * would wait until the guest is stopped.  The guest cannot go on, so
+ * coherence stops now (no message moves, new faults wait) and the thread
+ * holding the lock ends the guest when it lets go (pool_unlock).
+ */
+static void pool_fail(struct hk_pool *p, int type, unsigned node, uint64_t frame, int err)
+{
+	p->failed = true;
+	p->fail_report = true;
+	snprintf(p->fail_why, sizeof(p->fail_why),
+		 "pool: cannot send %s for frame %llu to node %u: %s", msg_name(type),
+		 (unsigned long long)frame, node, strerror(-err));
+	fprintf(stderr, "hyperkernel: %s\n", p->fail_why);
+}
+
+void pool_unlock(struct hk_pool *p)
+{
+	char why[sizeof(p->fail_why)];
+	bool report = p->fail_report;
+
+	if (report) {
+		p->fail_report = false;
+		memcpy(why, p->fail_why, sizeof(why));
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!report)
+		return;
+	/* The guest ends first, so its outcome is this reason and not what a
+	 * vCPU does with the zeros the abort then hands it (as on a lost node). */
+	if (transport_has(p->cfg.transport, fail))
+		p->cfg.transport->fail(p->cfg.ctx, p->mem, why);
+	hk_mem_pool_abort(p->mem, why);
+}
+
 int pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t frame,
 	      uint32_t count, bool exclusive, const void *data)
 {
@@ -44,10 +91,11 @@ int pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t 
 	size_t len;
 	int ret;
 
+	if (p->failed || p->aborted)
+		return -ECANCELED; /* coherence stopped: nothing moves any more */
 	if (node == p->cfg.self || node >= p->cfg.n_nodes) {
-		fprintf(stderr, "hyperkernel: pool: message %d for node %u (self %u): dropped\n",
-			type, node, p->cfg.self);
-		return -EINVAL;
+		ret = -EINVAL; /* a bug here, but a waiter must not hang on it */
+		goto fail;
 	}
 	m.version = POOL_WIRE_VERSION;
 	m.type = type;
@@ -62,14 +110,25 @@ int pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t 
 	len = hk__coh__coh_msg__pack(&m, buf);
 	if (p->trace)
 		fprintf(stderr, "pool[%u]: -> %u %s frame %llu count %u%s%s\n", p->cfg.self, node,
-			protobuf_c_enum_descriptor_get_value(&hk__coh__coh_type__descriptor, type)->name,
-			(unsigned long long)frame, count, exclusive ? " excl" : "",
+			msg_name(type), (unsigned long long)frame, count, exclusive ? " excl" : "",
 			data ? " +data" : "");
 	ret = p->cfg.transport->send(p->cfg.ctx, node, buf, len);
-	if (ret)
-		/* The transport reports a dead peer to the daemon, which stops
-		 * the guest: a vCPU waiting for this reply must not hang. */
-		fprintf(stderr, "hyperkernel: pool: send to node %u: %s\n", node, strerror(-ret));
+	if (!ret)
+		return 0;
+fail:
+	if (type == HK__COH__COH_TYPE__COH_EVICT || type == HK__COH__COH_TYPE__COH_WRITEBACK) {
+		/* Nobody waits for these: pool_evict keeps the page and tries
+		 * again on the next fault (a dead peer is the transport's to
+		 * report), so say it once, not per fault. */
+		if (!p->evict_warned)
+			fprintf(stderr,
+				"hyperkernel: pool: cannot send %s for frame %llu to node %u: %s: "
+				"the page stays here for now\n",
+				msg_name(type), (unsigned long long)frame, node, strerror(-ret));
+		p->evict_warned = true;
+		return ret;
+	}
+	pool_fail(p, type, node, frame, ret);
 	return ret;
 }
 
@@ -78,7 +137,8 @@ static void pool_request(struct hk_pool *p, uint64_t frame, bool write)
 {
 	unsigned home = pool_home(p, frame);
 
-	hk_mem_page_set(p->mem, frame, HK_PG_PENDING);
+	if (!(hk_mem_page_set(p->mem, frame, HK_PG_PENDING) & HK_PG_PENDING))
+		pool_hold_wait(p);
 	if (home == p->cfg.self) {
 		p->st.local_faults++;
 		pool_home_request(p, p->cfg.self, frame, write);
@@ -133,6 +193,9 @@ void hk_pool_fault(struct hk_mem *mem, uint64_t addr, bool write, bool wp, uint3
 			(unsigned long long)frame, write ? " write" : "", wp ? " wp" : "", fl);
 	if (p->aborted) {
 		pool_release(p, frame, fl);
+	} else if (p->failed) {
+		/* Coherence stopped; the abort that follows releases it. */
+		hk_mem_page_set(mem, frame, HK_PG_PENDING);
 	} else if (fl & HK_PG_PENDING) {
 		/* Asked already; the reply wakes every waiter.  A write fault
 		 * behind a read request faults again, write-protected. */
@@ -147,7 +210,7 @@ void hk_pool_fault(struct hk_mem *mem, uint64_t addr, bool write, bool wp, uint3
 		pool_request(p, frame, write);
 	}
 	pool_evict(p);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 }
 
 /*
@@ -336,7 +399,7 @@ void hk_mem_pool_deliver(struct hk_mem *mem, unsigned from, const void *msg, siz
 		return;
 	m = hk__coh__coh_msg__unpack(NULL, len, msg);
 	pthread_mutex_lock(&p->lock);
-	if (p->aborted) {
+	if (p->aborted || p->failed) {
 		/* nothing moves any more */
 	} else if (!m || m->guest != p->cfg.guest || !msg_ok(p, from, m)) {
 		if (p->st.bad_msgs++ < 8)
@@ -346,14 +409,13 @@ void hk_mem_pool_deliver(struct hk_mem *mem, unsigned from, const void *msg, siz
 		if (p->trace)
 			fprintf(stderr, "pool[%u]: <- %u %s frame %llu count %u%s%s\n", p->cfg.self,
 				from,
-				protobuf_c_enum_descriptor_get_value(&hk__coh__coh_type__descriptor,
-								     m->type)->name,
+				msg_name(m->type),
 				(unsigned long long)m->frame, m->count, m->exclusive ? " excl" : "",
 				m->data.len ? " +data" : "");
 		pool_dispatch(p, from, m);
 		pool_evict(p);
 	}
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	if (m)
 		hk__coh__coh_msg__free_unpacked(m, NULL);
 }
@@ -470,6 +532,7 @@ void hk_pool_free(struct hk_mem *mem)
 	if (!p)
 		return;
 	pool_hold_stop(p);
+	pool_pin_free(p);
 	for (uint64_t c = 0; c < p->dir_chunks; c++)
 		free(p->dir[c]);
 	free(p->dir);

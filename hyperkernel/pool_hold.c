@@ -16,6 +16,20 @@
  * a deferred list; the hold thread runs it when the hold ends.  Deferring
  * never reorders two messages about one frame: the home sends nothing else
  * about a frame while it waits for that frame's answer.
+ *
+ * A hold from arrival is not enough when one step needs several contended
+ * pages at once: a guest page walk needs pml4, pdpt and pd writable
+ * together.  Node A holds pml4 and waits for pdpt, which B holds and
+ * keeps for its own walk; by the time pdpt comes, A's hold on pml4 has
+ * run out and B took it, and so on (HK_POOL_TRACE=1 on litmus sbfence over
+ * two nodes in the nested VM: 66 faults per iteration, 94 % of them on
+ * those three pages, the page given up while the node's own request was
+ * in flight).  So while a node waits for a page, the pages it received
+ * lately stay until the wait ends, up to POOL_WAIT_HOLDS holds.  Two
+ * nodes that wait on each other must not both do that (neither would get
+ * on), so only one node at a time may: turns of POOL_WAIT_HOLDS holds go
+ * round the nodes by wall-clock time, which nodes share closely enough
+ * (a turn seen differently only costs that turn's extension).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -27,6 +41,8 @@
 
 #define HOLD_DEFAULT_US 200
 #define HOLD_MAX_US	1000000
+#define PIN_RETRY_NS	(50ull * 1000 * 1000)
+#define POOL_WAIT_HOLDS 8u
 
 static struct pool_hold *hold_slot(struct hk_pool *p, uint64_t frame)
 {
@@ -46,17 +62,76 @@ void pool_hold_mark(struct hk_pool *p, uint64_t frame)
 	h->until_ns = hk_now_ns() + p->hold_ns;
 }
 
+/* End of this node's turn to keep pages while it waits, or 0 outside it. */
+static uint64_t wait_turn_end(const struct hk_pool *p)
+{
+	uint64_t turn = p->hold_ns * POOL_WAIT_HOLDS, now, k;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	k = now / turn;
+	if (k % p->cfg.n_nodes != p->cfg.self)
+		return 0;
+	return hk_now_ns() + (k + 1) * turn - now; /* on the monotonic clock */
+}
+
+void pool_hold_wait(struct hk_pool *p)
+{
+	p->waits++;
+}
+
+void pool_hold_answered(struct hk_pool *p)
+{
+	uint64_t grace;
+	bool any = false;
+
+	if (p->waits && --p->waits)
+		return;
+	/* Nothing asked any more: what was kept for the wait goes after one
+	 * more hold, time for the vCPU to use the pages together. */
+	grace = hk_now_ns() + p->hold_ns;
+	for (struct pool_deferred *d = p->deferred; d; d = d->next)
+		if (d->waited && d->due_ns > grace) {
+			d->due_ns = grace;
+			any = true;
+		}
+	if (any)
+		pthread_cond_signal(&p->hold_cv);
+}
+
 bool pool_hold_defer(struct hk_pool *p, unsigned from, int type, uint64_t frame, bool exclusive)
 {
 	struct pool_hold *h = hold_slot(p, frame);
 	struct pool_deferred *d, **tail;
-	uint64_t now;
+	bool waited = false;
+	uint64_t due;
 
-	if (!p->hold_ns || p->in_deferred || h->frame != frame)
-		return false;
-	now = hk_now_ns();
-	if (now >= h->until_ns)
-		return false;
+	if (pool_pinned(p, frame)) {
+		/* A device transfer: until the unpin (pool_pin.c), which makes
+		 * it due; the retry time only bounds a lost wake-up.  Deferred
+		 * again when run from the list while still pinned. */
+		due = hk_now_ns() + PIN_RETRY_NS;
+	} else {
+		uint64_t now = hk_now_ns();
+
+		if (!p->hold_ns || p->in_deferred || h->frame != frame)
+			return false;
+		due = h->until_ns;
+		if (p->waits && !(hk_mem_page_flags(p->mem, frame) & HK_PG_PENDING)) {
+			/* This node waits for another page: in its turn, keep
+			 * this one until the answer (pool_hold_answered). */
+			uint64_t cap = h->until_ns + (POOL_WAIT_HOLDS - 1) * p->hold_ns;
+			uint64_t end = now < cap ? wait_turn_end(p) : 0;
+
+			if (end) {
+				due = cap < end ? cap : end;
+				waited = true;
+			}
+		}
+		if (now >= due)
+			return false;
+	}
 	d = malloc(sizeof(*d));
 	if (!d)
 		return false; /* serve it now rather than lose it */
@@ -65,9 +140,11 @@ bool pool_hold_defer(struct hk_pool *p, unsigned from, int type, uint64_t frame,
 		.type = type,
 		.frame = frame,
 		.exclusive = exclusive,
-		.due_ns = h->until_ns,
+		.waited = waited,
+		.due_ns = due,
 	};
-	/* FIFO: holds have the same length, so due times arrive in order. */
+	/* FIFO: holds have the same length, so due times arrive in order
+	 * (a pinned frame's entry may wait behind them a little longer). */
 	for (tail = &p->deferred; *tail; tail = &(*tail)->next)
 		;
 	*tail = d;
@@ -76,33 +153,76 @@ bool pool_hold_defer(struct hk_pool *p, unsigned from, int type, uint64_t frame,
 	return true;
 }
 
+bool pool_hold_release(struct hk_pool *p, uint64_t frame)
+{
+	bool any = false;
+
+	for (struct pool_deferred *d = p->deferred; d; d = d->next)
+		if (d->frame == frame) {
+			d->due_ns = 0;
+			any = true;
+		}
+	return any;
+}
+
+/* The first entry that is due and has no older entry for its frame (two
+ * messages about one frame run in arrival order), or NULL and the time
+ * the next one is due. */
+static struct pool_deferred **next_due(struct hk_pool *p, uint64_t *wait_until)
+{
+	uint64_t now = hk_now_ns(), first = UINT64_MAX;
+
+	for (struct pool_deferred **dp = &p->deferred; *dp; dp = &(*dp)->next) {
+		struct pool_deferred *d = *dp;
+		bool older = false;
+
+		for (struct pool_deferred *o = p->deferred; o != d && !older; o = o->next)
+			older = o->frame == d->frame;
+		if (older)
+			continue;
+		if (d->due_ns <= now)
+			return dp;
+		if (d->due_ns < first)
+			first = d->due_ns;
+	}
+	*wait_until = first;
+	return NULL;
+}
+
 static void *hold_thread(void *arg)
 {
 	struct hk_pool *p = arg;
 
 	pthread_mutex_lock(&p->lock);
 	while (!p->hold_stop) {
-		struct pool_deferred *d = p->deferred;
+		struct pool_deferred **dp, *d;
 		struct timespec until;
+		uint64_t due;
 
-		if (!d) {
+		if (!p->deferred) {
 			pthread_cond_wait(&p->hold_cv, &p->lock);
 			continue;
 		}
-		if (hk_now_ns() < d->due_ns) {
-			until.tv_sec = (time_t)(d->due_ns / 1000000000ull);
-			until.tv_nsec = (long)(d->due_ns % 1000000000ull);
+		dp = next_due(p, &due);
+		if (!dp) {
+			until.tv_sec = (time_t)(due / 1000000000ull);
+			until.tv_nsec = (long)(due % 1000000000ull);
 			pthread_cond_timedwait(&p->hold_cv, &p->lock, &until);
 			continue;
 		}
-		p->deferred = d->next;
-		if (!p->aborted) {
+		d = *dp;
+		*dp = d->next;
+		if (!p->aborted && !p->failed) {
 			p->in_deferred = true;
 			pool_run_deferred(p, d->from, d->type, d->frame, d->exclusive);
 			p->in_deferred = false;
 			pool_evict(p);
 		}
 		free(d);
+		if (p->fail_report) { /* a reply could not be sent: end the guest */
+			pool_unlock(p);
+			pthread_mutex_lock(&p->lock);
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;

@@ -24,6 +24,8 @@
 #define POOL_DIR_CHUNK	512u
 /* Page-flag bit private to the engine: the frame sits in the eviction FIFO. */
 #define POOL_PG_INFIFO 0x40
+/* Page-flag bit private to the engine: a device pinned the page here. */
+#define POOL_PG_PINNED 0x80
 
 /* Directory state of a frame at its home. */
 enum pool_dir_state { DIR_UNTOUCHED = 0, DIR_SHARED, DIR_EXCL };
@@ -51,6 +53,7 @@ struct pool_deferred {
 	int type; /* Hk__Coh__CohType */
 	uint64_t frame;
 	bool exclusive;
+	bool waited; /* put off because this node waits for another page */
 	uint64_t due_ns;
 };
 
@@ -91,6 +94,10 @@ struct hk_pool {
 	pthread_t hold_thread;
 	pthread_cond_t hold_cv;
 	bool hold_started, hold_stop, in_deferred;
+	uint64_t waits; /* this node's requests in flight (its pages marked PENDING) */
+
+	/* Pin counts of frames a device is using (pool_pin.c), hashed. */
+	struct pool_pin *pins[256];
 
 	/* Faults sent to each home node, per vCPU (by thread id), for placement. */
 	_Atomic uint32_t vcpu_tid[HK_MAX_VCPUS];
@@ -98,6 +105,12 @@ struct hk_pool {
 
 	bool trace;   /* HK_POOL_TRACE=1 */
 	bool aborted; /* a node was lost: faults resolve locally, messages are ignored */
+	/* A send a page depends on failed (pool_send): nothing moves any more
+	 * and new faults wait; fail_report asks the thread that holds the
+	 * lock to tell the transport and abort once it lets go (pool_unlock). */
+	bool failed, fail_report;
+	char fail_why[160];
+	bool evict_warned; /* an EVICT / WRITEBACK could not leave (logged once) */
 	uint8_t scratch[HK_PAGE_SIZE]; /* page copies made under the lock */
 	struct hk_pool_stats st;
 };
@@ -109,8 +122,13 @@ void hk_pool_free(struct hk_mem *mem);
 /* First step of destroying pooled memory: the transport stops delivering. */
 void hk_pool_detach(struct hk_mem *mem);
 unsigned pool_home(const struct hk_pool *p, uint64_t frame);
+/* 0 or -errno.  A failed send other than EVICT / WRITEBACK (whose callers
+ * keep the page instead) ends coherence: see pool_unlock. */
 int pool_send(struct hk_pool *p, unsigned node, Hk__Coh__CohType type, uint64_t frame,
 	      uint32_t count, bool exclusive, const void *data);
+/* Release the lock; after a fatal send failure, end the guest through the
+ * transport's fail hook and hk_mem_pool_abort (both without the lock). */
+void pool_unlock(struct hk_pool *p);
 
 /* pool_home.c: the directory side (lock held) */
 void pool_home_request(struct hk_pool *p, unsigned from, uint64_t frame, bool write);
@@ -126,6 +144,11 @@ void pool_hold_mark(struct hk_pool *p, uint64_t frame);
 bool pool_hold_defer(struct hk_pool *p, unsigned from, int type, uint64_t frame, bool exclusive);
 int pool_hold_start(struct hk_pool *p, char *err, size_t errlen);
 void pool_hold_stop(struct hk_pool *p);
+/* A frame's last pin went: its deferred messages run now.  true: some did. */
+bool pool_hold_release(struct hk_pool *p, uint64_t frame);
+/* This node asked for a page (pool_request) / got its answer (pool_page.c). */
+void pool_hold_wait(struct hk_pool *p);
+void pool_hold_answered(struct hk_pool *p);
 /* pool.c: run a deferred message */
 void pool_run_deferred(struct hk_pool *p, unsigned from, int type, uint64_t frame,
 		       bool exclusive);
@@ -139,5 +162,9 @@ void pool_page_protect(struct hk_pool *p, uint64_t frame);
 const uint8_t *pool_page_copy(struct hk_pool *p, uint64_t frame);
 void pool_page_wake(struct hk_pool *p, uint64_t frame);
 void pool_evict(struct hk_pool *p);
+
+/* pool_pin.c (lock held, but for free) */
+bool pool_pinned(struct hk_pool *p, uint64_t frame);
+void pool_pin_free(struct hk_pool *p);
 
 #endif

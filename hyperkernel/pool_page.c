@@ -58,9 +58,13 @@ static void fifo_push(struct hk_pool *p, uint64_t frame)
 
 static void set_state(struct hk_pool *p, uint64_t frame, uint8_t state)
 {
-	hk_mem_page_clear(p->mem, frame, HK_PG_SHARED | HK_PG_EXCL | HK_PG_PENDING);
+	uint8_t before =
+	    hk_mem_page_clear(p->mem, frame, HK_PG_SHARED | HK_PG_EXCL | HK_PG_PENDING);
+
 	if (state)
 		hk_mem_page_set(p->mem, frame, state);
+	if (before & HK_PG_PENDING)
+		pool_hold_answered(p);
 }
 
 void pool_page_install(struct hk_pool *p, uint64_t frame, const uint8_t *data, bool exclusive)
@@ -208,12 +212,15 @@ void pool_page_wake(struct hk_pool *p, uint64_t frame)
  * Over budget: give the oldest pages homed elsewhere back.  A shared copy
  * is dropped and the home told; an exclusive page is protected first (a
  * writer then faults and asks the home again), copied, dropped and sent
- * home.  Pages with a request in flight stay.
+ * home.  Pages with a request in flight stay.  A page whose message cannot
+ * leave stays too: the home would otherwise still count it here.
  */
 void pool_evict(struct hk_pool *p)
 {
 	uint64_t scanned = 0;
 
+	if (p->aborted || p->failed)
+		return; /* coherence stopped: nothing moves any more */
 	while (atomic_load(&p->mem->resident_pages) > p->budget_pages && p->fifo_len &&
 	       scanned++ < p->fifo_cap) {
 		uint64_t frame = p->fifo[p->fifo_head];
@@ -224,14 +231,19 @@ void pool_evict(struct hk_pool *p)
 		fl = hk_mem_page_clear(p->mem, frame, POOL_PG_INFIFO);
 		if (!(fl & (HK_PG_SHARED | HK_PG_EXCL)))
 			continue;
-		if (fl & HK_PG_PENDING) {
-			fifo_push(p, frame); /* an upgrade is in flight: later */
+		if (fl & (HK_PG_PENDING | POOL_PG_PINNED)) {
+			fifo_push(p, frame); /* an upgrade or a device transfer: later */
 			continue;
 		}
 		if (fl & HK_PG_SHARED) {
+			/* A home that still lists this node as a sharer would
+			 * answer its next write with UPGRADE, and no page. */
+			if (pool_send(p, pool_home(p, frame), HK__COH__COH_TYPE__COH_EVICT, frame,
+				      0, false, NULL)) {
+				fifo_push(p, frame); /* try again later */
+				break;
+			}
 			pool_page_drop(p, frame);
-			pool_send(p, pool_home(p, frame), HK__COH__COH_TYPE__COH_EVICT, frame, 0,
-				  false, NULL);
 		} else {
 			const uint8_t *data;
 

@@ -116,8 +116,9 @@ struct hk_virtio_dev {
 int hk_virtio_mmio_add(struct hk_vm *vm, const struct hk_virtio_ops *ops, void *priv,
 		       struct hk_virtio_dev **out);
 void hk_virtio_mmio_free(struct hk_virtio_dev *d);
-/* " virtio_mmio.device=4K@0x...:5" words for the kernel command line */
-int hk_virtio_mmio_cmdline(const struct hk_virtio_dev *d, char *buf, size_t len);
+/* " virtio_mmio.device=4K@0x...:5" words for the kernel command line, for
+ * the window at base (a local device's or a remote one's). */
+int hk_virtio_mmio_cmdline(uint64_t base, char *buf, size_t len);
 /* Mark the device broken (a descriptor we cannot even answer); any thread,
  * lock held or not: Status reads NEEDS_RESET until the driver resets. */
 void hk_virtio_needs_reset(struct hk_virtio_dev *d, const char *why);

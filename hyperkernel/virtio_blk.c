@@ -16,6 +16,7 @@
 
 #include "blk.h"
 #include "hk_internal.h"
+#include "mem_internal.h"
 #include "virtio.h"
 
 #define VIRTIO_ID_BLOCK 2
@@ -46,9 +47,44 @@ struct blk_outhdr {
 	uint64_t sector;
 } __attribute__((packed));
 
+/*
+ * Pooled memory: the request's data pages stay exclusive on this node until
+ * it completes (pool_pin.c), so the transfer and the guest agree on them.
+ */
+static int blk_pin(struct hk_blk_req *r)
+{
+	struct hk_mem_range rg[16];
+	int ret;
+
+	if (!hk_mem_pooled(r->blk->vm->mem) || !r->nseg)
+		return 0;
+	for (unsigned i = 0; i < r->nseg; i++)
+		rg[i] = (struct hk_mem_range){r->seg[i].gpa, r->seg[i].len};
+	ret = hk_mem_pin(r->blk->vm->mem, rg, r->nseg);
+	if (ret)
+		fprintf(stderr, "hyperkernel: %s: cannot keep the request's pages here: %s\n",
+			r->blk->name, strerror(-ret));
+	r->pinned = ret == 0;
+	return ret;
+}
+
+static void blk_unpin(struct hk_blk_req *r)
+{
+	struct hk_mem_range rg[16];
+
+	if (!r->pinned)
+		return;
+	for (unsigned i = 0; i < r->nseg; i++)
+		rg[i] = (struct hk_mem_range){r->seg[i].gpa, r->seg[i].len};
+	hk_mem_unpin(r->blk->vm->mem, rg, r->nseg);
+	r->pinned = false;
+}
+
 static void blk_finish(struct hk_blk_req *r, uint8_t status)
 {
 	struct hk_blk *b = r->blk;
+
+	blk_unpin(r);
 
 	/* After a reset the rings belong to a new driver: say nothing. */
 	if (r->gen == atomic_load(&b->vdev->generation)) {
@@ -254,7 +290,13 @@ static void blk_notify(struct hk_virtio_dev *d, unsigned q)
 			break;
 		}
 		r = blk_parse(b, head, bufs, n);
-		if (!r || !blk_prepare(b, r))
+		if (!r)
+			continue;
+		if (blk_pin(r)) {
+			blk_finish(r, VIRTIO_BLK_S_IOERR);
+			continue;
+		}
+		if (!blk_prepare(b, r))
 			continue;
 		batch[nb++] = &r->io;
 		if (nb == BLK_BATCH) {

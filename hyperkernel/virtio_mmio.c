@@ -297,9 +297,9 @@ void hk_virtio_mmio_free(struct hk_virtio_dev *d)
 	free(d);
 }
 
-int hk_virtio_mmio_cmdline(const struct hk_virtio_dev *d, char *buf, size_t len)
+int hk_virtio_mmio_cmdline(uint64_t base, char *buf, size_t len)
 {
-	int n = snprintf(buf, len, " virtio_mmio.device=4K@0x%llx:%d", (unsigned long long)d->base,
+	int n = snprintf(buf, len, " virtio_mmio.device=4K@0x%llx:%d", (unsigned long long)base,
 			 HK_VIRTIO_IRQ);
 
 	return n < 0 || (size_t)n >= len ? -E2BIG : 0;

@@ -164,7 +164,7 @@ static int vm_build_cmdline(struct hk_vm *vm, char **out, char *err, size_t errl
 	size_t used = 0;
 
 	for (unsigned i = 0; i < vm->n_blks; i++) {
-		if (hk_virtio_mmio_cmdline(vm->blks[i]->vdev, devs + used, sizeof(devs) - used))
+		if (hk_virtio_mmio_cmdline(vm->dev_base[i], devs + used, sizeof(devs) - used))
 			break;
 		used = strlen(devs);
 	}
@@ -195,9 +195,20 @@ static int vm_boot(struct hk_vm *vm, char *err, size_t errlen)
 	}
 	/* Devices first: their windows go on the command line. */
 	for (unsigned i = 0; i < vm->n_disks; i++) {
-		ret = hk_blk_add(vm, &vm->disks[i], &vm->blks[i], err, errlen);
-		if (ret)
-			return ret;
+		if (vm->disks[i].disk) {
+			ret = hk_blk_add(vm, &vm->disks[i], &vm->blks[i], err, errlen);
+			if (ret)
+				return ret;
+			vm->dev_base[i] = vm->blks[i]->vdev->base;
+		} else {
+			vm->blks[i] = NULL;
+			ret = hk_dev_remote_add(vm, i, &vm->dev_base[i]);
+			if (ret) {
+				snprintf(err, errlen, "disk %u: cannot add its remote window: %s", i,
+					 strerror(-ret));
+				return ret;
+			}
+		}
 		vm->n_blks++;
 	}
 	ret = vm_build_cmdline(vm, &cmdline, err, errlen);
@@ -231,6 +242,14 @@ static int vm_boot(struct hk_vm *vm, char *err, size_t errlen)
 		if (ret)
 			return ret;
 	}
+	{
+		/* Asked now, while no vCPU runs: a vCPU ioctl waits for the
+		 * vCPU to leave KVM_RUN, which a guest spinning in ring 3 (or
+		 * waiting for a page another node holds) may not do for long. */
+		int khz = ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
+
+		atomic_store(&vm->tsc_khz, khz > 0 ? (uint64_t)khz : 0);
+	}
 	pthread_mutex_lock(&vm->lock);
 	memset(&vm->result, 0, sizeof(vm->result));
 	vm->result.state = HK_VM_CREATED;
@@ -248,7 +267,8 @@ static void vm_unboot(struct hk_vm *vm)
 	for (unsigned i = 0; i < vm->n_vcpus; i++)
 		hk_vcpu_destroy(&vm->vcpus[i]);
 	for (unsigned i = 0; i < vm->n_blks; i++)
-		hk_blk_free(vm->blks[i]);
+		if (vm->blks[i])
+			hk_blk_free(vm->blks[i]);
 	vm->n_blks = 0;
 	vm->n_pio = 0;
 	vm->n_mmio = 0;
@@ -271,6 +291,12 @@ int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, 
 		snprintf(err, errlen, "%u disks: at most %d", cfg->n_disks, HK_VM_MAX_DISKS);
 		return -EINVAL;
 	}
+	for (unsigned i = 0; i < cfg->n_disks; i++)
+		if (!cfg->disks[i].disk &&
+		    (!cfg->pool || !cfg->remote || cfg->remote->size < sizeof(*cfg->remote))) {
+			snprintf(err, errlen, "disk %u: no device here and no node to forward to", i);
+			return -EINVAL;
+		}
 	vm = calloc(1, sizeof(*vm));
 	if (!vm) {
 		snprintf(err, errlen, "out of memory");
@@ -285,6 +311,8 @@ int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, 
 	vm->console_ctx = cfg->console_ctx;
 	vm->n_disks = cfg->n_disks;
 	memcpy(vm->disks, cfg->disks, cfg->n_disks * sizeof(cfg->disks[0]));
+	vm->remote = cfg->remote;
+	vm->remote_ctx = cfg->remote_ctx;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_mutex_init(&vm->join_lock, NULL);
 	pthread_condattr_init(&ca);
@@ -491,6 +519,9 @@ void hk_vm_get_stats(struct hk_vm *vm, struct hk_vm_stats *st)
 	for (unsigned i = 0; i < vm->n_blks; i++) {
 		struct hk_blk *b = vm->blks[i];
 
+		if (!b)
+			continue;
+
 		st->disk_reads += atomic_load(&b->stats.reads);
 		st->disk_writes += atomic_load(&b->stats.writes);
 		st->bytes_from_disk += atomic_load(&b->stats.bytes_from_disk);
@@ -512,9 +543,7 @@ struct hk_mem *hk_vm_mem(struct hk_vm *vm)
 
 uint64_t hk_vm_tsc_khz(struct hk_vm *vm)
 {
-	int khz = vm->vcpus[0].fd >= 0 ? ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0) : -1;
-
-	return khz > 0 ? (uint64_t)khz : 0;
+	return atomic_load(&vm->tsc_khz);
 }
 
 void hk_vm_set_replicas(struct hk_vm *vm, struct hk_replica *replicas)

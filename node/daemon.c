@@ -114,8 +114,6 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		.vcpus = d->cfg->vcpus,
 		.console = console_sink,
 		.console_ctx = &d->console,
-		.disks = disks,
-		.n_disks = d->n_disks,
 		.replicas = d->replicas_enabled ? d->replicas : NULL,
 		.node_id = d->node_id,
 	};
@@ -135,8 +133,7 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		reply_error(rsp, "guest start: out of memory");
 		return;
 	}
-	for (unsigned i = 0; i < d->n_disks; i++)
-		disks[i] = (struct hk_vm_disk){d->disks[i].disk, d->disks[i].id};
+	hk_daemon_vm_disks(d, g, &vc, disks);
 	g->refs = 1;
 	g->kernel = strdup(kernel);
 	g->cmdline = strdup(cmdline);

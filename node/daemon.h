@@ -77,6 +77,7 @@ struct hk_daemon {
 	 * (daemon_pool.c).  NULL on a single node. */
 	struct hk_cluster *cluster;
 	struct hk_daemon_pool *pool;
+	struct hk_daemon_dev *dev; /* disks reached from other nodes (daemon_dev.c) */
 };
 
 /* daemon.c: drop a reference taken on d->guest (under d->lock) */
@@ -96,6 +97,21 @@ int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *
 int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_t errlen);
 /* A guest message (proto/guest.proto) to node; 0 or -errno. */
 int hk_daemon_pool_send(struct hk_daemon *d, unsigned node, const Hk__Guest__GuestMsg *m);
+/* The current guest, with a reference, if it is pooled generation `guest`. */
+struct hk_guest *hk_daemon_pool_guest(struct hk_daemon *d, uint64_t guest);
+
+/* daemon_dev.c: disks of a pooled guest, wherever its vCPUs run */
+/* Fill vc's disks (into out, HK_MAX_DISKS long) in hk.conf order: the ones
+ * attached here, and in a cluster the others as forwarded windows (g is the
+ * guest the forwards belong to).  Returns how many. */
+unsigned hk_daemon_vm_disks(struct hk_daemon *d, struct hk_guest *g, struct hk_vm_config *vc,
+			    struct hk_vm_disk *out);
+/* After the cluster is created, before it is joined. */
+int hk_daemon_dev_start(struct hk_daemon *d, char *err, size_t errlen);
+/* After the cluster is destroyed. */
+void hk_daemon_dev_stop(struct hk_daemon *d);
+/* Register accesses forwarded from here, and served here for others. */
+void hk_daemon_dev_stats(struct hk_daemon *d, uint64_t *forwards, uint64_t *served);
 
 /* daemon_place.c: vCPU placement ([cluster] policy) */
 struct hk_place;

@@ -155,11 +155,30 @@ static void coh_detach(void *ctx, struct hk_mem *mem)
 	pthread_rwlock_unlock(&d->pool->mem_lock);
 }
 
+/*
+ * The engine could not send a message a vCPU depends on: the guest cannot
+ * go on.  End it here with the reason (the watcher tells the leader, which
+ * stops every node); the engine then releases this node's waiters.  May
+ * run on the delivery thread, under mem_lock for reading already (glibc's
+ * default rwlock lets a reader in again).
+ */
+static void coh_fail(void *ctx, struct hk_mem *mem, const char *why)
+{
+	struct hk_daemon *d = ctx;
+
+	fprintf(stderr, "hkd[%s]: pooled guest: %s\n", d->node->name, why);
+	pthread_rwlock_rdlock(&d->pool->mem_lock);
+	if (d->pool->mem == mem && d->pool->vm)
+		hk_vm_end(d->pool->vm, HK_VM_CRASHED, 0, why);
+	pthread_rwlock_unlock(&d->pool->mem_lock);
+}
+
 static const struct hk_pool_transport coh_transport = {
 	.size = sizeof(struct hk_pool_transport),
 	.send = coh_send,
 	.attach = coh_attach,
 	.detach = coh_detach,
+	.fail = coh_fail,
 };
 
 /* ---- the guest on this node -------------------------------------------- */
@@ -272,8 +291,7 @@ static int watch_start(struct hk_daemon *d, struct hk_guest *g, uint64_t guest, 
 	return 0;
 }
 
-/* The current guest, with a reference, if it is generation `guest`. */
-static struct hk_guest *guest_of(struct hk_daemon *d, uint64_t guest)
+struct hk_guest *hk_daemon_pool_guest(struct hk_daemon *d, uint64_t guest)
 {
 	struct hk_guest *g;
 
@@ -400,6 +418,7 @@ static void *prepare_thread(void *arg)
 	struct hk_guest *g = calloc(1, sizeof(*g)), *old;
 	struct hk_pool_config pc;
 	struct hk_vm_config vc = {0};
+	struct hk_vm_disk disks[HK_MAX_DISKS];
 	Hk__Guest__GuestMsg r;
 	char err[256] = "";
 	int ret = -ENOMEM;
@@ -421,6 +440,7 @@ static void *prepare_thread(void *arg)
 	vc.console_ctx = g;
 	vc.node_id = d->node_id;
 	vc.pool = &pc;
+	hk_daemon_vm_disks(d, g, &vc, disks);
 	if (vc.memory != hk_config_guest_memory(d->cfg) || vc.vcpus != d->cfg->vcpus) {
 		snprintf(err, sizeof(err), "guest layout (memory, vCPUs) differs from this node's "
 					   "hk.conf");
@@ -430,6 +450,10 @@ static void *prepare_thread(void *arg)
 	pthread_mutex_lock(&d->lock);
 	if (d->guest)
 		hk_vm_stop(d->guest->vm, "replaced by a new guest");
+	/* New memory: the old frames' entries mean nothing (as on the leader). */
+	hk_replica_clear(d->replicas);
+	d->kept_pages = 0;
+	vc.replicas = d->replicas_enabled ? d->replicas : NULL;
 	ret = hk_vm_create(&vc, &g->vm, err, sizeof(err));
 	if (ret) {
 		pthread_mutex_unlock(&d->lock);
@@ -471,7 +495,7 @@ static void *run_thread(void *arg)
 {
 	struct job *j = arg;
 	struct hk_daemon *d = j->d;
-	struct hk_guest *g = guest_of(d, j->m->guest);
+	struct hk_guest *g = hk_daemon_pool_guest(d, j->m->guest);
 
 	if (g) {
 		int ret = watch_start(d, g, j->m->guest, false);
@@ -497,7 +521,7 @@ static void *stop_thread(void *arg)
 {
 	struct job *j = arg;
 	struct hk_daemon *d = j->d;
-	struct hk_guest *g = guest_of(d, j->m->guest);
+	struct hk_guest *g = hk_daemon_pool_guest(d, j->m->guest);
 
 	if (g) {
 		if (j->m->type == HK__GUEST__GUEST_TYPE__GUEST_END)
@@ -518,7 +542,7 @@ static void *move_thread(void *arg)
 {
 	struct job *j = arg;
 	struct hk_daemon *d = j->d;
-	struct hk_guest *g = guest_of(d, j->m->guest);
+	struct hk_guest *g = hk_daemon_pool_guest(d, j->m->guest);
 	char err[256];
 
 	if (g) {
@@ -709,6 +733,9 @@ int hk_daemon_pool_start(struct hk_daemon *d, char *err, size_t errlen)
 	hk_cluster_on(d->cluster, HK_MSG_COH, on_coh, d);
 	hk_cluster_on(d->cluster, HK_MSG_GUEST, on_guest, d);
 	hk_cluster_on_peer(d->cluster, on_peer, d);
+	ret = hk_daemon_dev_start(d, err, errlen);
+	if (ret)
+		return ret;
 	fprintf(stderr, "hkd[%s]: joining cluster %s (%u nodes, %s)\n", d->node->name,
 		d->cfg->cluster_name, d->cfg->n_nodes, hk_cluster_provider(d->cluster));
 	ret = hk_cluster_join(d->cluster, POOL_JOIN_MS, err, errlen);
@@ -745,6 +772,7 @@ void hk_daemon_pool_stop(struct hk_daemon *d)
 	}
 	hk_cluster_destroy(d->cluster);
 	d->cluster = NULL;
+	hk_daemon_dev_stop(d);
 	if (d->pool) {
 		pthread_rwlock_destroy(&d->pool->mem_lock);
 		pthread_mutex_destroy(&d->pool->lock);

@@ -55,6 +55,7 @@ static void status_pool(struct hk_daemon *d, Hk__Ctl__StatusReply *s)
 	s->pages_recv = ps.pages_recv;
 	s->home_pages = ps.home_pages;
 	s->budget_pages = ps.budget_pages;
+	hk_daemon_dev_stats(d, &s->device_forwards, &s->device_served);
 }
 
 void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -41,13 +42,40 @@ struct node {
 };
 
 static struct node nodes[NODES];
-static _Atomic uint64_t sent;
+static _Atomic uint64_t sent, sent_by[NODES];
+
+/* Knob: node fail_from's sends of message type fail_type fail (-ENOBUFS,
+ * a full queue); -1: every send goes. */
+static _Atomic int fail_type = -1, fail_from = -1;
+
+/* What the transport's fail hook was told, per node. */
+static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fail_cv = PTHREAD_COND_INITIALIZER;
+static unsigned fail_calls[NODES];
+static char fail_why[NODES][256];
+
+static bool send_fails(unsigned from, const void *msg, size_t len)
+{
+	Hk__Coh__CohMsg *m;
+	bool hit;
+
+	if (atomic_load(&fail_type) < 0 || (int)from != atomic_load(&fail_from))
+		return false;
+	m = hk__coh__coh_msg__unpack(NULL, len, msg);
+	hit = m && (int)m->type == atomic_load(&fail_type);
+	if (m)
+		hk__coh__coh_msg__free_unpacked(m, NULL);
+	return hit;
+}
 
 static int q_send(void *ctx, unsigned to, const void *msg, size_t len)
 {
 	struct node *from = ctx, *n = &nodes[to];
-	struct qmsg *m = malloc(sizeof(*m) + len);
+	struct qmsg *m;
 
+	if (send_fails(from->self, msg, len))
+		return -ENOBUFS;
+	m = malloc(sizeof(*m) + len);
 	if (!m)
 		return -ENOMEM;
 	m->next = NULL;
@@ -63,12 +91,27 @@ static int q_send(void *ctx, unsigned to, const void *msg, size_t len)
 	pthread_cond_signal(&n->cond);
 	pthread_mutex_unlock(&n->lock);
 	atomic_fetch_add(&sent, 1);
+	atomic_fetch_add(&sent_by[from->self], 1);
 	return 0;
+}
+
+/* The daemon ends the guest here; the test records the reason. */
+static void q_fail(void *ctx, struct hk_mem *mem, const char *why)
+{
+	struct node *n = ctx;
+
+	(void)mem;
+	pthread_mutex_lock(&fail_lock);
+	if (!fail_calls[n->self]++)
+		snprintf(fail_why[n->self], sizeof(fail_why[n->self]), "%s", why);
+	pthread_cond_broadcast(&fail_cv);
+	pthread_mutex_unlock(&fail_lock);
 }
 
 static const struct hk_pool_transport q_transport = {
 	.size = sizeof(struct hk_pool_transport),
 	.send = q_send,
+	.fail = q_fail,
 };
 
 static void *deliver_thread(void *arg)
@@ -454,4 +497,282 @@ Test(pool, contended_pages_are_held_before_they_move)
 	}
 	cr_assert_gt(holds, 0, "no request was ever held back");
 	cr_assert_eq(*at(0, LOCK_GPA), 139);
+}
+
+/* ---- failed sends end the guest and release every waiter ------------------ */
+
+struct touch {
+	unsigned node;
+	uint64_t gpa;
+	bool write;
+	uint64_t seen;
+};
+
+static void *touch_thread(void *arg)
+{
+	struct touch *t = arg;
+
+	if (t->write)
+		*at(t->node, t->gpa) = 0x77;
+	else
+		t->seen = *at(t->node, t->gpa);
+	return NULL;
+}
+
+static void abs_deadline(struct timespec *ts, unsigned seconds)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += seconds;
+}
+
+/* What the leader does once a node's guest ended: stop it everywhere. */
+static void stop_everywhere(void)
+{
+	for (unsigned n = 0; n < NODES; n++)
+		hk_mem_pool_abort(nodes[n].mem, "the guest is ending");
+}
+
+/* Join a vCPU-like thread within 10 s; a hung one is released first, so a
+ * failing test still ends. */
+static bool joined_in_time(pthread_t t)
+{
+	struct timespec ts;
+
+	abs_deadline(&ts, 10);
+	if (pthread_timedjoin_np(t, NULL, &ts) == 0)
+		return true;
+	stop_everywhere();
+	pthread_join(t, NULL);
+	return false;
+}
+
+/* Wait up to 10 s for node's fail hook; its reason, or NULL. */
+static const char *failure_of(unsigned node)
+{
+	struct timespec ts;
+	const char *why = NULL;
+
+	abs_deadline(&ts, 10);
+	pthread_mutex_lock(&fail_lock);
+	while (!fail_calls[node] && pthread_cond_timedwait(&fail_cv, &fail_lock, &ts) == 0)
+		;
+	if (fail_calls[node])
+		why = fail_why[node];
+	pthread_mutex_unlock(&fail_lock);
+	return why;
+}
+
+static void fail_sends(unsigned node, Hk__Coh__CohType type)
+{
+	atomic_store(&fail_from, (int)node);
+	atomic_store(&fail_type, (int)type);
+}
+
+static void expect_reason(const char *why, const char *msg, uint64_t gpa, unsigned to)
+{
+	char want[128];
+
+	snprintf(want, sizeof(want), "pool: cannot send %s for frame %llu to node %u: ", msg,
+		 (unsigned long long)hk_mem_frame(nodes[0].mem, gpa), to);
+	cr_assert(why, "the transport was not told");
+	cr_assert(strstr(why, want) == why, "reason \"%s\", want \"%s...\"", why, want);
+	cr_assert(strstr(why, strerror(ENOBUFS)), "reason \"%s\" lacks the error", why);
+}
+
+/* A request that cannot reach the home: the faulting thread is released by
+ * its own node at once, and that node moves nothing any more. */
+Test(pool, a_request_that_cannot_be_sent_ends_the_guest)
+{
+	const uint64_t gpa = 12ull << 20, other = 44ull << 20; /* homed on nodes 0 and 2 */
+	struct touch t = {.node = 1, .gpa = gpa};
+	pthread_t th;
+	uint64_t before;
+
+	*at(0, gpa) = 42;
+	fail_sends(1, HK__COH__COH_TYPE__COH_READ);
+	pthread_create(&th, NULL, touch_thread, &t);
+	expect_reason(failure_of(1), "READ", gpa, 0);
+	cr_assert(joined_in_time(th), "the faulting thread stayed blocked");
+	cr_assert_eq(t.seen, 0, "released with the page's content: coherence did not stop");
+
+	/* Aborted: later faults resolve here, no message leaves. */
+	before = atomic_load(&sent_by[1]);
+	t = (struct touch){.node = 1, .gpa = other, .write = true};
+	pthread_create(&th, NULL, touch_thread, &t);
+	cr_assert(joined_in_time(th), "a fault after the abort blocked");
+	cr_assert_eq(atomic_load(&sent_by[1]), before);
+	pthread_mutex_lock(&fail_lock);
+	cr_assert_eq(fail_calls[1], 1, "told %u times", fail_calls[1]);
+	cr_assert_eq(fail_calls[0] + fail_calls[2], 0);
+	pthread_mutex_unlock(&fail_lock);
+}
+
+/* The home cannot send the page: it ends the guest; the requester on another
+ * node is released by the stop that follows. */
+Test(pool, a_data_reply_that_cannot_be_sent_ends_the_guest)
+{
+	const uint64_t gpa = 12ull << 20; /* homed on node 0 */
+	struct touch t = {.node = 2, .gpa = gpa};
+	pthread_t th;
+
+	*at(0, gpa) = 42;
+	fail_sends(0, HK__COH__COH_TYPE__COH_DATA);
+	pthread_create(&th, NULL, touch_thread, &t);
+	expect_reason(failure_of(0), "DATA", gpa, 2);
+	stop_everywhere();
+	cr_assert(joined_in_time(th), "the requester stayed blocked after the stop");
+}
+
+/* A sharer cannot acknowledge an invalidation: the writer waits on the home,
+ * and is released by the stop. */
+Test(pool, an_inv_ack_that_cannot_be_sent_ends_the_guest)
+{
+	const uint64_t gpa = 12ull << 20; /* homed on node 0 */
+	struct touch t = {.node = 1, .gpa = gpa, .write = true};
+	pthread_t th;
+
+	*at(0, gpa) = 42;
+	cr_assert_eq(*at(1, gpa), 42);
+	cr_assert_eq(*at(2, gpa), 42);
+	fail_sends(2, HK__COH__COH_TYPE__COH_INV_ACK);
+	pthread_create(&th, NULL, touch_thread, &t);
+	expect_reason(failure_of(2), "INV_ACK", gpa, 0);
+	stop_everywhere();
+	cr_assert(joined_in_time(th), "the writer stayed blocked after the stop");
+}
+
+/* The owner cannot answer a fetch (and, for a write, already dropped the
+ * page): it ends the guest. */
+Test(pool, a_fetch_reply_that_cannot_be_sent_ends_the_guest)
+{
+	const uint64_t gpa = 12ull << 20; /* homed on node 0 */
+	struct touch t = {.node = 2, .gpa = gpa, .write = true};
+	pthread_t th;
+
+	*at(1, gpa) = 42; /* node 1 owns it */
+	fail_sends(1, HK__COH__COH_TYPE__COH_FETCH_REPLY);
+	pthread_create(&th, NULL, touch_thread, &t);
+	expect_reason(failure_of(1), "FETCH_REPLY", gpa, 0);
+	stop_everywhere();
+	cr_assert(joined_in_time(th), "the writer stayed blocked after the stop");
+}
+
+/* An eviction whose message cannot leave keeps the page: nothing ends, and
+ * the data stays right once the transport works again. */
+Test(pool_small, an_eviction_that_cannot_be_sent_keeps_the_page)
+{
+	struct hk_pool_stats st;
+
+	for (uint64_t gpa = 0; gpa < GUEST; gpa += 4096)
+		*at(0, gpa) = pattern(gpa, 5);
+	for (uint64_t gpa = 0; gpa < GUEST; gpa += 4096) /* shared copies on node 1 */
+		cr_assert_eq(*at(1, gpa), pattern(gpa, 5));
+	fail_sends(1, HK__COH__COH_TYPE__COH_EVICT);
+	for (uint64_t gpa = 0; gpa < GUEST; gpa += 4096)
+		cr_assert_eq(*at(1, gpa), pattern(gpa, 5));
+	hk_mem_pool_stats(nodes[1].mem, &st);
+	cr_assert_gt(st.resident_pages, st.budget_pages, "nothing was kept for a failed EVICT");
+	atomic_store(&fail_type, -1);
+	for (uint64_t gpa = 0; gpa < GUEST; gpa += 4096) {
+		*at(2, gpa) = pattern(gpa, 6); /* invalidates node 1's copies */
+		cr_assert_eq(*at(1, gpa), pattern(gpa, 6));
+	}
+	pthread_mutex_lock(&fail_lock);
+	cr_assert_eq(fail_calls[0] + fail_calls[1] + fail_calls[2], 0);
+	pthread_mutex_unlock(&fail_lock);
+}
+
+/* ---- a node that waits for one page keeps the others it just got --------- */
+
+#define WAIT_HOLD_MS 100ull /* HK_POOL_HOLD_US below; a turn is 8 holds */
+
+static void wait_setup(void)
+{
+	setenv("HK_POOL_HOLD_US", "100000", 1);
+	pool_setup(NODE_MEM);
+	unsetenv("HK_POOL_HOLD_US");
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_until_ms(uint64_t t)
+{
+	while (now_ms() < t) {
+		struct timespec ts = {0, 1000000};
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* The start of `node`'s turn to keep pages while it waits (wall clock). */
+static void wait_for_turn(unsigned node)
+{
+	const uint64_t turn_ns = 8 * WAIT_HOLD_MS * 1000000;
+
+	for (;;) {
+		struct timespec ts;
+		uint64_t now;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+		if ((now / turn_ns) % NODES == node && now % turn_ns < 20000000)
+			return;
+		ts = (struct timespec){0, 2000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+struct timed_touch {
+	struct touch t;
+	uint64_t done_ms;
+};
+
+static void *timed_touch_thread(void *arg)
+{
+	struct timed_touch *tt = arg;
+
+	touch_thread(&tt->t);
+	tt->done_ms = now_ms();
+	return NULL;
+}
+
+TestSuite(pool_wait, .init = wait_setup, .fini = teardown);
+
+/*
+ * The two-page livelock of guest page walks, slowed down: node 1 holds A
+ * and waits for B, which node 2 holds a little longer; node 2 then asks for
+ * A.  A's own hold ends before B comes, but node 1 (in its turn) keeps A
+ * until it has B: the step that needed both can finish.
+ */
+Test(pool_wait, a_waiting_node_keeps_the_pages_it_just_got)
+{
+	const uint64_t a = 4ull << 20, b = 12ull << 20; /* both homed on node 0 */
+	struct timed_touch need_b = {.t = {.node = 1, .gpa = b, .write = true}};
+	struct timed_touch need_a = {.t = {.node = 2, .gpa = a, .write = true}};
+	pthread_t t1, t2;
+	uint64_t t0;
+
+	wait_for_turn(1);
+	t0 = now_ms();
+	*at(1, a) = 1; /* A arrives on node 1: held until t0 + 100 ms */
+	sleep_until_ms(t0 + 60);
+	*at(2, b) = 2; /* B arrives on node 2: held until t0 + 160 ms */
+	sleep_until_ms(t0 + 70);
+	pthread_create(&t1, NULL, timed_touch_thread, &need_b); /* node 1 waits for B */
+	sleep_until_ms(t0 + 80);
+	pthread_create(&t2, NULL, timed_touch_thread, &need_a); /* node 2 asks for A */
+	cr_assert(joined_in_time(t1), "node 1 never got B");
+	cr_assert(joined_in_time(t2), "node 2 never got A");
+	cr_assert_gt(need_a.done_ms, need_b.done_ms,
+		     "A left node 1 (at +%llu ms) before B came (at +%llu ms)",
+		     (unsigned long long)(need_a.done_ms - t0),
+		     (unsigned long long)(need_b.done_ms - t0));
+	cr_assert_eq(*at(0, a), 0x77);
+	cr_assert_eq(*at(0, b), 0x77);
 }
