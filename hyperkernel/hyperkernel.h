@@ -200,6 +200,9 @@ struct hk_pool_stats {
  */
 int hk_mem_pool(struct hk_mem *mem, const struct hk_pool_config *cfg, char *err, size_t errlen);
 bool hk_mem_pooled(const struct hk_mem *mem);
+/* Coherence was stopped (hk_mem_pool_abort, a failed send): the memory
+ * can no longer be trusted across nodes. */
+bool hk_mem_pool_stopped(struct hk_mem *mem);
 /* A coherence message from node `from` (transport receive path). */
 void hk_mem_pool_deliver(struct hk_mem *mem, unsigned from, const void *msg, size_t len);
 /*
@@ -324,6 +327,7 @@ struct hk_vm_result {
 	int exit_status;  /* (v << 1) | 1 when EXITED */
 	char reason[160]; /* one line when CRASHED or STOPPED */
 	uint64_t runtime_ns;
+	bool rebooting; /* stopped for a reboot: it runs again (hk_vm_reboot_prepare) */
 };
 
 struct hk_vm_stats {
@@ -361,12 +365,26 @@ void hk_vm_result(struct hk_vm *vm, struct hk_vm_result *res);
  */
 int hk_vm_reboot(struct hk_vm *vm, uint64_t *kept_pages, char *err, size_t errlen);
 /*
+ * A reboot in two steps, for a pooled guest whose nodes reboot together:
+ * hk_vm_reboot_prepare stops the vCPUs (hk_vm_halt), rebuilds devices and
+ * vCPUs and, on the loading node, the kernel, but starts nothing;
+ * hk_vm_start then runs it.  Pooled memory is kept as it is, a warm reset
+ * as on real hardware (the guest must not expect zeroed RAM); *kept_pages
+ * counts this node's replica pages.  On one node it scrubs like
+ * hk_vm_reboot.  Refused once pooled memory was stopped (a node lost).
+ */
+int hk_vm_reboot_prepare(struct hk_vm *vm, uint64_t *kept_pages, char *err, size_t errlen);
+/*
  * End the guest with an outcome seen elsewhere (another node of a pooled
  * guest): as if this node's vCPUs had seen it.  The first outcome wins.
  */
 void hk_vm_end(struct hk_vm *vm, enum hk_vm_state state, int exit_status, const char *reason);
-/* Stop every vCPU (if still running) and join its thread; idempotent. */
+/* Stop every vCPU (if still running) and join its thread; idempotent.
+ * Pooled memory stops too: vCPUs waiting for pages are released. */
 void hk_vm_stop(struct hk_vm *vm, const char *why);
+/* Stop and join every vCPU but leave pooled memory serving the other nodes
+ * (a guest that ended, or a reboot: for_reboot marks the result). */
+void hk_vm_halt(struct hk_vm *vm, const char *why, bool for_reboot);
 void hk_vm_destroy(struct hk_vm *vm);
 /*
  * The node serving disk slot `slot` (its place in hk_vm_config.disks) does

@@ -57,6 +57,8 @@ void hk_pagestate_free(struct hk_mem *mem);
 void hk_pagestate_wp_fault(struct hk_mem *mem, uint64_t addr);
 /* Has any page of the 512-frame chunk holding frame ever had a flag? */
 bool hk_mem_page_chunk_used(const struct hk_mem *mem, uint64_t frame);
+/* Pages flagged HK_PG_REPLICA (present on this node). */
+uint64_t hk_mem_replica_pages(const struct hk_mem *mem);
 /* Guest-physical address of a frame (frames are offsets in base / 4 KiB). */
 uint64_t hk_mem_frame_gpa(const struct hk_mem *mem, uint64_t frame);
 

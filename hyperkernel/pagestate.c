@@ -185,3 +185,17 @@ uint64_t hk_mem_scrub(struct hk_mem *mem, bool keep_replicas)
 				memset((void *)atomic_load(&mem->chunks[c]), 0, CHUNK_PAGES);
 	return kept;
 }
+
+/* Pages of this node flagged as replicas (pooled memory is not scrubbed). */
+uint64_t hk_mem_replica_pages(const struct hk_mem *mem)
+{
+	uint64_t n = 0, frames = mem->size / HK_PAGE_SIZE;
+
+	for (uint64_t f = 0; f < frames; f += 512) {
+		if (!hk_mem_page_chunk_used(mem, f))
+			continue;
+		for (uint64_t i = f; i < f + 512 && i < frames; i++)
+			n += !!(hk_mem_page_flags(mem, i) & HK_PG_REPLICA);
+	}
+	return n;
+}

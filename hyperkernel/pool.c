@@ -555,6 +555,19 @@ bool hk_mem_pooled(const struct hk_mem *mem)
 	return mem->pool != NULL;
 }
 
+bool hk_mem_pool_stopped(struct hk_mem *mem)
+{
+	struct hk_pool *p = mem->pool;
+	bool stopped;
+
+	if (!p)
+		return false;
+	pthread_mutex_lock(&p->lock);
+	stopped = p->aborted || p->failed;
+	pthread_mutex_unlock(&p->lock);
+	return stopped;
+}
+
 int hk_mem_pool_home(const struct hk_mem *mem, uint64_t gpa)
 {
 	uint64_t frame = hk_mem_frame(mem, gpa);

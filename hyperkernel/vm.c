@@ -17,6 +17,7 @@
 
 #include "blk.h"
 #include "hk_internal.h"
+#include "mem_internal.h"
 #include "replica.h"
 
 #define HK_KERNEL_MAX_BYTES (512ull << 20)
@@ -362,25 +363,42 @@ fail:
 	return ret;
 }
 
-int hk_vm_reboot(struct hk_vm *vm, uint64_t *kept_pages, char *err, size_t errlen)
+int hk_vm_reboot_prepare(struct hk_vm *vm, uint64_t *kept_pages, char *err, size_t errlen)
 {
+	bool pooled = hk_mem_pooled(vm->mem);
 	uint64_t kept;
-	int ret;
 
-	hk_vm_stop(vm, "rebooting");
+	if (pooled && hk_mem_pool_stopped(vm->mem)) {
+		snprintf(err, errlen, "this guest's pooled memory was stopped (a node was lost, a "
+				      "message could not be sent, or the guest was stopped): start "
+				      "a new guest");
+		return -ESTALE;
+	}
+	hk_vm_halt(vm, "rebooting", true);
 	vm_unboot(vm);
-	/* Frames holding replicas stay, with their entries; everything else
-	 * faults in as zeros again, as after a power cycle. */
-	kept = hk_mem_scrub(vm->mem, vm->replicas != NULL);
+	if (pooled) {
+		/* Every node keeps its pages: scrubbing would need every
+		 * node's and every home's agreement on each frame, and a
+		 * real machine's RAM survives a reset too. */
+		kept = hk_mem_replica_pages(vm->mem);
+	} else {
+		/* Frames holding replicas stay, with their entries; everything
+		 * else faults in as zeros again, as after a power cycle. */
+		kept = hk_mem_scrub(vm->mem, vm->replicas != NULL);
+	}
 	if (kept_pages)
 		*kept_pages = kept;
 	/* Only now may the hook forget a table: pages protected under it
 	 * were released by the scrub. */
 	atomic_store(&vm->wp_table, vm->replicas);
-	ret = vm_boot(vm, err, errlen);
-	if (ret)
-		return ret;
-	return hk_vm_start(vm);
+	return vm_boot(vm, err, errlen);
+}
+
+int hk_vm_reboot(struct hk_vm *vm, uint64_t *kept_pages, char *err, size_t errlen)
+{
+	int ret = hk_vm_reboot_prepare(vm, kept_pages, err, errlen);
+
+	return ret ? ret : hk_vm_start(vm);
 }
 
 int hk_vm_start(struct hk_vm *vm)
@@ -471,19 +489,30 @@ void hk_vm_result(struct hk_vm *vm, struct hk_vm_result *res)
 	hk_vm_wait(vm, 0, res);
 }
 
-void hk_vm_stop(struct hk_vm *vm, const char *why)
+void hk_vm_halt(struct hk_vm *vm, const char *why, bool for_reboot)
 {
+	if (for_reboot) {
+		pthread_mutex_lock(&vm->lock);
+		vm->result.rebooting = true;
+		pthread_mutex_unlock(&vm->lock);
+	}
 	hk_vm_finish(vm, HK_VM_STOPPED, 0, "%s", why ? why : "stopped");
-	/* Pooled memory: a vCPU blocked on a page another node will no longer
-	 * send (it is ending the guest too) would never be joined.  Release
-	 * it; this guest's memory is not used again. */
-	if (vm->mem && hk_mem_pooled(vm->mem)) /* NULL: creation failed early */
-		hk_mem_pool_abort(vm->mem, "the guest is ending");
 	/* Two stoppers (hkctl, a message from the leader) must not both join. */
 	pthread_mutex_lock(&vm->join_lock);
 	for (unsigned i = 0; i < vm->n_vcpus; i++)
 		hk_vcpu_join(&vm->vcpus[i]);
 	pthread_mutex_unlock(&vm->join_lock);
+}
+
+void hk_vm_stop(struct hk_vm *vm, const char *why)
+{
+	hk_vm_finish(vm, HK_VM_STOPPED, 0, "%s", why ? why : "stopped");
+	/* Pooled memory: a vCPU blocked on a page another node will no longer
+	 * send (its memory is going away) would never be joined.  Release it;
+	 * this guest's memory is not used again. */
+	if (vm->mem && hk_mem_pooled(vm->mem)) /* NULL: creation failed early */
+		hk_mem_pool_abort(vm->mem, "the guest is ending");
+	hk_vm_halt(vm, why, false);
 }
 
 void hk_vm_destroy(struct hk_vm *vm)

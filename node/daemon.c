@@ -224,7 +224,10 @@ static void do_guest_stop(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 		reply_error(rsp, "guest stop: no guest has been started");
 		return;
 	}
-	hk_vm_stop(g->vm, "stopped by hkctl");
+	if (d->cluster) /* pages keep moving: other nodes' vCPUs finish their waits */
+		hk_vm_halt(g->vm, "stopped by hkctl", false);
+	else
+		hk_vm_stop(g->vm, "stopped by hkctl");
 	hk_vm_result(g->vm, &r);
 	fprintf(stderr, "hkd[%s]: guest stopped\n", d->node->name);
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_GUEST;
@@ -243,16 +246,13 @@ static void do_guest_reboot(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 		reply_error(rsp, "guest reboot: no guest has been started");
 		return;
 	}
-	if (d->cluster) {
-		reply_error(rsp, "guest reboot: not supported yet for a guest over %u nodes "
-				 "(stop and start it)", d->cfg->n_nodes);
-		guest_put(d, g);
-		return;
-	}
 	pthread_mutex_lock(&d->lock);
 	hk_console_reset(&d->console);
 	hk_vm_set_replicas(g->vm, d->replicas_enabled ? d->replicas : NULL);
-	ret = hk_vm_reboot(g->vm, &d->kept_pages, err, sizeof(err));
+	if (d->cluster)
+		ret = hk_daemon_pool_reboot(d, g, &d->kept_pages, err, sizeof(err));
+	else
+		ret = hk_vm_reboot(g->vm, &d->kept_pages, err, sizeof(err));
 	pthread_mutex_unlock(&d->lock);
 	if (ret) {
 		reply_error(rsp, "guest reboot: %s", err);

@@ -95,6 +95,10 @@ int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *
 /* Leader, after creating its VM (g->pool_guest set), d->lock held: let
  * everyone run. */
 int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_t errlen);
+/* Leader, hkctl guest reboot, d->lock held: reboot on every node, memory
+ * kept; *kept counts this node's replica pages. */
+int hk_daemon_pool_reboot(struct hk_daemon *d, struct hk_guest *g, uint64_t *kept, char *err,
+			  size_t errlen);
 /* A guest message (proto/guest.proto) to node; 0 or -errno. */
 int hk_daemon_pool_send(struct hk_daemon *d, unsigned node, const Hk__Guest__GuestMsg *m);
 /* The current guest, with a reference, if it is pooled generation `guest`. */

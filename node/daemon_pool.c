@@ -47,7 +47,8 @@ struct hk_daemon_pool {
 	/* Leader: answers to a PREPARE. */
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
-	uint64_t preparing;
+	uint64_t preparing; /* guest asked */
+	int asked;	    /* PREPARE or REBOOT: the answer counted */
 	unsigned prepared, failed;
 	char prepare_err[256];
 
@@ -238,7 +239,9 @@ static void *watch_thread(void *arg)
 	Hk__Guest__GuestMsg m;
 
 	hk_vm_wait(w->g->vm, -1, &r);
-	if (d->node_id == LEADER) {
+	if (r.rebooting) {
+		/* Not an end: the reboot starts a watcher for the next boot. */
+	} else if (d->node_id == LEADER) {
 		guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_STOP, w->guest);
 		m.error = r.reason;
 		broadcast(d, &m);
@@ -305,66 +308,124 @@ struct hk_guest *hk_daemon_pool_guest(struct hk_daemon *d, uint64_t guest)
 	return g;
 }
 
-/* ---- leader: hkctl guest start ------------------------------------------ */
+/* ---- leader: hkctl guest start and reboot ------------------------------- */
 
-int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *cmdline,
-			   struct hk_pool_config *pc, uint64_t *parked, char *err, size_t errlen)
+static int not_leader(struct hk_daemon *d, const char *what, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "a pooled guest is %s on %s, the first node of %s (hkctl --node %s)",
+		 what, d->cfg->nodes[LEADER].name, d->cfg->path, d->cfg->nodes[LEADER].name);
+	return -EINVAL;
+}
+
+/*
+ * Send m (PREPARE or REBOOT of guest) to every other node and wait for each
+ * answer (PREPARED / REBOOTED, on_answer).  0, or -errno with the first
+ * error or the nodes that did not answer in err.
+ */
+static int ask_all(struct hk_daemon *d, Hk__Guest__GuestMsg *m, const char *doing, char *err,
+		   size_t errlen)
 {
 	struct hk_daemon_pool *p = d->pool;
-	uint64_t guest = (uint64_t)time(NULL) << 20 | (hk_now_ns() & 0xfffff);
 	unsigned peers = d->cfg->n_nodes - 1;
 	struct timespec until;
-	Hk__Guest__GuestMsg m;
 	int ret = 0;
 
-	if (d->node_id != LEADER) {
-		snprintf(err, errlen, "a pooled guest is started on %s, the first node of %s "
-				      "(hkctl --node %s)",
-			 d->cfg->nodes[LEADER].name, d->cfg->path, d->cfg->nodes[LEADER].name);
-		return -EINVAL;
-	}
-	pool_config(d, guest, pc, parked);
 	pthread_mutex_lock(&p->lock);
-	p->preparing = guest;
+	p->preparing = m->guest;
+	p->asked = m->type;
 	p->prepared = p->failed = 0;
 	p->prepare_err[0] = 0;
 	pthread_mutex_unlock(&p->lock);
 
-	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_PREPARE, guest);
-	m.kernel = (char *)kernel;
-	m.cmdline = (char *)cmdline;
-	m.memory = hk_config_guest_memory(d->cfg);
-	m.vcpus = d->cfg->vcpus;
 	for (unsigned n = 1; n < d->cfg->n_nodes; n++) {
-		ret = guest_send(d, n, &m);
+		ret = guest_send(d, n, m);
 		if (ret) {
 			snprintf(err, errlen, "node %s: %s", d->cfg->nodes[n].name,
 				 ret == -ENOTCONN ? "is down" : strerror(-ret));
-			goto undo;
+			break;
 		}
 	}
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += POOL_PREPARE_MS / 1000;
 	pthread_mutex_lock(&p->lock);
-	while (p->prepared + p->failed < peers &&
+	while (!ret && p->prepared + p->failed < peers &&
 	       pthread_cond_timedwait(&p->cv, &p->lock, &until) != ETIMEDOUT)
 		;
-	if (p->failed) {
+	if (ret) {
+		/* err says which node */
+	} else if (p->failed) {
 		snprintf(err, errlen, "%s", p->prepare_err);
 		ret = -EIO;
 	} else if (p->prepared < peers) {
-		snprintf(err, errlen, "%u of %u nodes did not prepare the guest within %d s",
-			 peers - p->prepared, peers, POOL_PREPARE_MS / 1000);
+		snprintf(err, errlen, "%u of %u nodes did not %s the guest within %d s",
+			 peers - p->prepared, peers, doing, POOL_PREPARE_MS / 1000);
 		ret = -ETIMEDOUT;
 	}
 	p->preparing = 0;
 	pthread_mutex_unlock(&p->lock);
+	return ret;
+}
+
+int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *cmdline,
+			   struct hk_pool_config *pc, uint64_t *parked, char *err, size_t errlen)
+{
+	uint64_t guest = (uint64_t)time(NULL) << 20 | (hk_now_ns() & 0xfffff);
+	Hk__Guest__GuestMsg m;
+	int ret;
+
+	if (d->node_id != LEADER)
+		return not_leader(d, "started", err, errlen);
+	pool_config(d, guest, pc, parked);
+	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_PREPARE, guest);
+	m.kernel = (char *)kernel;
+	m.cmdline = (char *)cmdline;
+	m.memory = hk_config_guest_memory(d->cfg);
+	m.vcpus = d->cfg->vcpus;
+	ret = ask_all(d, &m, "prepare", err, errlen);
+	if (ret) {
+		guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_STOP, guest);
+		m.error = "guest start failed";
+		broadcast(d, &m);
+	}
+	return ret;
+}
+
+/*
+ * Guest reboot over every node, d->lock held.  The leader's vCPUs stop
+ * first, then every other node stops its vCPUs and rebuilds its VM
+ * (REBOOT / REBOOTED): only then does the leader load the kernel again, so
+ * no vCPU of the old boot writes over the new one.  Pooled memory stays as
+ * it is (hk_vm_reboot_prepare), replica pages with it.  Then RUN, as at a
+ * start.  A failure ends the guest on every node.
+ */
+int hk_daemon_pool_reboot(struct hk_daemon *d, struct hk_guest *g, uint64_t *kept, char *err,
+			  size_t errlen)
+{
+	Hk__Guest__GuestMsg m;
+	int ret;
+
+	if (d->node_id != LEADER)
+		return not_leader(d, "rebooted", err, errlen);
+	if (hk_mem_pool_stopped(hk_vm_mem(g->vm))) {
+		snprintf(err, errlen, "this guest's pooled memory was stopped (a node was lost, "
+				      "or the guest was stopped): start a new guest");
+		return -ESTALE;
+	}
+	hk_vm_halt(g->vm, "rebooting", true);
+	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_REBOOT, g->pool_guest);
+	ret = ask_all(d, &m, "reboot", err, errlen);
 	if (!ret)
-		return 0;
-undo:
-	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_STOP, guest);
-	m.error = "guest start failed";
-	broadcast(d, &m);
+		ret = hk_vm_reboot_prepare(g->vm, kept, err, errlen);
+	if (!ret)
+		ret = hk_daemon_pool_run(d, g, err, errlen);
+	if (!ret)
+		ret = hk_vm_start(g->vm);
+	if (ret) {
+		hk_vm_end(g->vm, HK_VM_CRASHED, 0, err);
+		guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_STOP, g->pool_guest);
+		m.error = err;
+		broadcast(d, &m);
+	}
 	return ret;
 }
 
@@ -527,10 +588,49 @@ static void *stop_thread(void *arg)
 		if (j->m->type == HK__GUEST__GUEST_TYPE__GUEST_END)
 			hk_vm_end(g->vm, (enum hk_vm_state)j->m->state, j->m->exit_status,
 				  j->m->error);
-		else
-			hk_vm_stop(g->vm, *j->m->error ? j->m->error : "stopped by the leader");
+		else /* pages keep moving: the guest may be rebooted */
+			hk_vm_halt(g->vm, *j->m->error ? j->m->error : "stopped by the leader",
+				   false);
 		hk_daemon_guest_put(d, g);
 	}
+	hk__guest__guest_msg__free_unpacked(j->m, NULL);
+	free(j);
+	job_leave(d);
+	return NULL;
+}
+
+/* REBOOT: stop the vCPUs placed here and rebuild the VM (no kernel load:
+ * that is the leader's), then tell the leader. */
+static void *reboot_thread(void *arg)
+{
+	struct job *j = arg;
+	struct hk_daemon *d = j->d;
+	struct hk_guest *g = hk_daemon_pool_guest(d, j->m->guest);
+	Hk__Guest__GuestMsg r;
+	char err[256] = "", line[320];
+	int ret = -ESRCH;
+
+	guest_msg_init(&r, HK__GUEST__GUEST_TYPE__GUEST_REBOOTED, j->m->guest);
+	if (!g) {
+		snprintf(err, sizeof(err), "no such guest here");
+	} else {
+		pthread_mutex_lock(&d->lock);
+		hk_vm_set_replicas(g->vm, d->replicas_enabled ? d->replicas : NULL);
+		ret = hk_vm_reboot_prepare(g->vm, &d->kept_pages, err, sizeof(err));
+		pthread_mutex_unlock(&d->lock);
+	}
+	if (ret) {
+		snprintf(line, sizeof(line), "node %s: %s", d->node->name, err);
+		r.error = line;
+		fprintf(stderr, "hkd[%s]: pooled guest reboot: %s\n", d->node->name, err);
+	} else {
+		fprintf(stderr, "hkd[%s]: pooled guest rebuilt for a reboot, %llu replica pages "
+				"here\n",
+			d->node->name, (unsigned long long)d->kept_pages);
+	}
+	guest_send(d, LEADER, &r);
+	if (g)
+		hk_daemon_guest_put(d, g);
 	hk__guest__guest_msg__free_unpacked(j->m, NULL);
 	free(j);
 	job_leave(d);
@@ -605,7 +705,9 @@ static void on_prepared(struct hk_daemon *d, unsigned from, const Hk__Guest__Gue
 	struct hk_daemon_pool *p = d->pool;
 
 	pthread_mutex_lock(&p->lock);
-	if (m->guest == p->preparing) {
+	if (m->guest == p->preparing &&
+	    (m->type == HK__GUEST__GUEST_TYPE__GUEST_PREPARED) ==
+		    (p->asked == HK__GUEST__GUEST_TYPE__GUEST_PREPARE)) {
 		if (*m->error) {
 			p->failed++;
 			snprintf(p->prepare_err, sizeof(p->prepare_err), "%s", m->error);
@@ -657,9 +759,15 @@ static void on_guest(void *ctx, unsigned from, const void *buf, size_t len)
 		spawn(d, m, move_thread);
 		return;
 	case HK__GUEST__GUEST_TYPE__GUEST_PREPARED:
+	case HK__GUEST__GUEST_TYPE__GUEST_REBOOTED:
 		if (leader)
 			on_prepared(d, from, m);
 		break;
+	case HK__GUEST__GUEST_TYPE__GUEST_REBOOT:
+		if (!from_leader || leader)
+			break;
+		spawn(d, m, reboot_thread);
+		return;
 	case HK__GUEST__GUEST_TYPE__GUEST_CONSOLE:
 		if (leader && d->pool->guest == m->guest)
 			hk_console_append(&d->console, (const char *)m->console.data,
