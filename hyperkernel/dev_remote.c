@@ -57,11 +57,16 @@ int hk_dev_remote_add(struct hk_vm *vm, unsigned slot, uint64_t *base)
 int hk_vm_device_access(struct hk_vm *vm, unsigned slot, uint64_t off, bool write, uint8_t *data,
 			unsigned len)
 {
-	if (slot >= vm->n_blks || !vm->blks[slot])
-		return -ENODEV; /* not served here, or not booted */
+	int ret = 0;
+
 	if ((len != 1 && len != 2 && len != 4 && len != 8) || off >= HK_VIRTIO_MMIO_SIZE ||
 	    len > HK_VIRTIO_MMIO_SIZE - off)
 		return -EINVAL;
-	hk_mmio_access(vm, vm->dev_base[slot] + off, write, data, len);
-	return 0;
+	pthread_rwlock_rdlock(&vm->boot_lock);
+	if (slot >= vm->n_blks || !vm->blks[slot])
+		ret = -ENODEV; /* not served here, or not booted */
+	else
+		hk_mmio_access(vm, vm->dev_base[slot] + off, write, data, len);
+	pthread_rwlock_unlock(&vm->boot_lock);
+	return ret;
 }

@@ -120,6 +120,9 @@ struct hk_vm {
 	/* Guest lifecycle, guarded by lock; done is broadcast on every change. */
 	pthread_mutex_t lock;
 	pthread_mutex_t join_lock; /* one hk_vm_stop joins the vCPU threads at a time */
+	/* Written while a reboot rebuilds devices; read by accesses forwarded
+	 * from other nodes (hk_vm_device_access), which no vCPU stop holds off. */
+	pthread_rwlock_t boot_lock;
 	pthread_cond_t done;
 	struct hk_vm_result result;
 	unsigned halted_vcpus;

@@ -316,6 +316,7 @@ int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, 
 	vm->remote_ctx = cfg->remote_ctx;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_mutex_init(&vm->join_lock, NULL);
+	pthread_rwlock_init(&vm->boot_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&vm->done, &ca);
@@ -374,7 +375,10 @@ int hk_vm_reboot_prepare(struct hk_vm *vm, uint64_t *kept_pages, char *err, size
 				      "a new guest");
 		return -ESTALE;
 	}
+	int ret;
+
 	hk_vm_halt(vm, "rebooting", true);
+	pthread_rwlock_wrlock(&vm->boot_lock);
 	vm_unboot(vm);
 	if (pooled) {
 		/* Every node keeps its pages: scrubbing would need every
@@ -391,7 +395,9 @@ int hk_vm_reboot_prepare(struct hk_vm *vm, uint64_t *kept_pages, char *err, size
 	/* Only now may the hook forget a table: pages protected under it
 	 * were released by the scrub. */
 	atomic_store(&vm->wp_table, vm->replicas);
-	return vm_boot(vm, err, errlen);
+	ret = vm_boot(vm, err, errlen);
+	pthread_rwlock_unlock(&vm->boot_lock);
+	return ret;
 }
 
 int hk_vm_reboot(struct hk_vm *vm, uint64_t *kept_pages, char *err, size_t errlen)
@@ -532,6 +538,7 @@ void hk_vm_destroy(struct hk_vm *vm)
 	pthread_cond_destroy(&vm->park_cv);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_mutex_destroy(&vm->join_lock);
+	pthread_rwlock_destroy(&vm->boot_lock);
 	pthread_mutex_destroy(&vm->serial.lock);
 	free(vm);
 }
