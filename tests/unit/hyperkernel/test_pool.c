@@ -18,7 +18,7 @@
 #include <time.h>
 
 #include "coh.pb-c.h"
-#include "hyperkernel.h"
+#include "mem_internal.h" /* hk_mem_pin: a device's view of pooled pages */
 
 #define NODES	 3
 #define GUEST	 (64ull << 20)
@@ -775,4 +775,202 @@ Test(pool_wait, a_waiting_node_keeps_the_pages_it_just_got)
 		     (unsigned long long)(need_b.done_ms - t0));
 	cr_assert_eq(*at(0, a), 0x77);
 	cr_assert_eq(*at(0, b), 0x77);
+}
+
+/* ---- pages a device transfer pinned stay on its node ---------------------- */
+
+static int pin(unsigned node, uint64_t gpa, uint64_t len)
+{
+	struct hk_mem_range r = {gpa, len};
+
+	return hk_mem_pin(nodes[node].mem, &r, 1);
+}
+
+static void unpin(unsigned node, uint64_t gpa, uint64_t len)
+{
+	struct hk_mem_range r = {gpa, len};
+
+	hk_mem_unpin(nodes[node].mem, &r, 1);
+}
+
+static bool exclusive_on(unsigned node, uint64_t gpa)
+{
+	struct hk_mem *mem = nodes[node].mem;
+
+	return hk_mem_page_flags(mem, hk_mem_frame(mem, gpa)) & HK_PG_EXCL;
+}
+
+/* Another node writes next to the pinned word, then reads the pinned one. */
+struct poke {
+	unsigned node;
+	uint64_t gpa;
+	uint64_t seen;
+};
+
+static void *poke_thread(void *arg)
+{
+	struct poke *k = arg;
+
+	*at(k->node, k->gpa + 8) = 0xb0b0;
+	k->seen = *at(k->node, k->gpa);
+	return NULL;
+}
+
+/* Still running ms milliseconds after it was started (it waits on a pin). */
+static bool still_blocked(pthread_t t, unsigned ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += (long)ms * 1000000;
+	ts.tv_sec += ts.tv_nsec / 1000000000;
+	ts.tv_nsec %= 1000000000;
+	return pthread_timedjoin_np(t, NULL, &ts) == ETIMEDOUT;
+}
+
+/*
+ * Node 0 pins a page node 1 owns (and homes): it comes over with its data
+ * and stays exclusive on node 0.  Node 1's write waits until the unpin, then
+ * sees what node 0 wrote meanwhile, as a disk read into the page would.
+ */
+Test(pool, a_pinned_page_stays_until_unpinned)
+{
+	const uint64_t gpa = 30ull << 20; /* homed on node 1 */
+	struct poke k = {.node = 1, .gpa = gpa};
+	struct hk_pool_stats st;
+	pthread_t th;
+
+	*at(1, gpa) = pattern(gpa, 1);
+	cr_assert_eq(pin(0, gpa, HK_PAGE_SIZE), 0);
+	cr_assert(exclusive_on(0, gpa), "pinned but not exclusive on node 0");
+	cr_assert(!exclusive_on(1, gpa));
+	cr_assert_eq(*at(0, gpa), pattern(gpa, 1), "the pin lost the page's data");
+	hk_mem_pool_stats(nodes[0].mem, &st);
+	cr_assert_eq(st.pins, 1);
+	cr_assert_geq(st.pin_retries, 1, "the page was not faulted in first");
+
+	*at(0, gpa) = pattern(gpa, 2); /* the "transfer" */
+	pthread_create(&th, NULL, poke_thread, &k);
+	if (still_blocked(th, 200) == false) {
+		stop_everywhere();
+		cr_assert_fail("node 1 wrote a page pinned on node 0");
+	}
+	cr_assert(exclusive_on(0, gpa), "the page left node 0 while pinned");
+	cr_assert_eq(*at(0, gpa), pattern(gpa, 2));
+
+	unpin(0, gpa, HK_PAGE_SIZE);
+	cr_assert(joined_in_time(th), "node 1's write stayed blocked after the unpin");
+	cr_assert_eq(k.seen, pattern(gpa, 2), "node 1 did not see node 0's transfer");
+	for (unsigned n = 0; n < NODES; n++)
+		cr_assert_eq(*at(n, gpa + 8), 0xb0b0, "node %u", n);
+	hk_mem_pool_stats(nodes[0].mem, &st);
+	cr_assert_gt(st.holds, 0, "the fetch was never put off");
+	cr_assert_eq(st.bad_msgs, 0);
+}
+
+/*
+ * The home pins its own page: another node's request waits at the home.
+ * Pins count: the page stays until the last of two pins goes.
+ */
+Test(pool, a_page_pinned_twice_at_its_home_stays_until_both_unpin)
+{
+	const uint64_t gpa = 12ull << 20; /* homed on node 0 */
+	struct poke k = {.node = 2, .gpa = gpa};
+	pthread_t th;
+
+	*at(1, gpa) = pattern(gpa, 3); /* node 1 owns it; the pin fetches it home */
+	cr_assert_eq(pin(0, gpa, 16), 0);
+	cr_assert_eq(pin(0, gpa + 100, 16), 0);
+	cr_assert(exclusive_on(0, gpa));
+	*at(0, gpa) = pattern(gpa, 4);
+	pthread_create(&th, NULL, poke_thread, &k);
+	if (!still_blocked(th, 200)) {
+		stop_everywhere();
+		cr_assert_fail("node 2 wrote a page pinned at its home");
+	}
+	unpin(0, gpa, 16);
+	if (!still_blocked(th, 200)) {
+		stop_everywhere();
+		cr_assert_fail("one unpin of two released the page");
+	}
+	unpin(0, gpa + 100, 16);
+	cr_assert(joined_in_time(th), "node 2's write stayed blocked after the unpins");
+	cr_assert_eq(k.seen, pattern(gpa, 4));
+	cr_assert_eq(*at(0, gpa + 8), 0xb0b0);
+}
+
+/* Ranges over three homes and page boundaries: every page comes, or none. */
+Test(pool, pinning_several_ranges_makes_every_page_exclusive)
+{
+	const struct hk_mem_range r[3] = {
+	    {(12ull << 20) + 4000, 200},	   /* two pages homed on node 0 */
+	    {30ull << 20, 3 * HK_PAGE_SIZE},	   /* three on node 1 */
+	    {(50ull << 20) + 8, HK_PAGE_SIZE - 8}, /* one on node 2 */
+	};
+
+	for (unsigned i = 0; i < 3; i++)
+		for (uint64_t off = 0; off < r[i].len; off += 8)
+			*at(1 + i % 2, (r[i].gpa + off) & ~7ull) = pattern(r[i].gpa + off, 7);
+	cr_assert_eq(hk_mem_pin(nodes[0].mem, r, 3), 0);
+	for (unsigned i = 0; i < 3; i++)
+		for (uint64_t off = 0; off < r[i].len; off += 8) {
+			uint64_t gpa = (r[i].gpa + off) & ~7ull;
+
+			cr_assert(exclusive_on(0, gpa), "gpa 0x%llx", (unsigned long long)gpa);
+			cr_assert_eq(*at(0, gpa), pattern(r[i].gpa + off, 7));
+		}
+	hk_mem_unpin(nodes[0].mem, r, 3);
+	cr_assert_eq(*at(2, r[1].gpa), pattern(r[1].gpa, 7)); /* movable again */
+}
+
+/* A range outside guest memory is refused whole: nothing is pinned. */
+Test(pool, pinning_a_range_outside_memory_is_refused)
+{
+	const struct hk_mem_range r[2] = {{12ull << 20, 64},
+					  {GUEST - HK_PAGE_SIZE, 2 * HK_PAGE_SIZE}};
+	struct hk_pool_stats st;
+
+	cr_assert_eq(hk_mem_pin(nodes[0].mem, r, 2), -EFAULT);
+	cr_assert_eq(pin(0, GUEST, HK_PAGE_SIZE), -EFAULT);
+	cr_assert_eq(pin(0, UINT64_MAX - 8, 16), -EFAULT);
+	cr_assert_eq(pin(0, 12ull << 20, 0), -EFAULT);
+	hk_mem_pool_stats(nodes[0].mem, &st);
+	cr_assert_eq(st.pins, 0);
+	cr_assert_eq(st.pin_retries, 0, "a page was faulted in for a refused pin");
+	*at(1, 12ull << 20) = 5; /* not pinned: moves at once */
+	cr_assert_eq(*at(2, 12ull << 20), 5);
+}
+
+/* Once coherence stopped, a device cannot count on its pages: no pin. */
+Test(pool, pinning_after_an_abort_is_refused)
+{
+	const uint64_t gpa = 30ull << 20;
+
+	*at(1, gpa) = 9;
+	stop_everywhere();
+	cr_assert_eq(pin(0, gpa, HK_PAGE_SIZE), -ECONNABORTED);
+	cr_assert_eq(pin(1, gpa, HK_PAGE_SIZE), -ECONNABORTED);
+}
+
+/* Over budget, eviction passes a pinned page by and gives the others back. */
+Test(pool_small, a_pinned_page_is_not_evicted)
+{
+	const uint64_t gpa = 4ull << 20; /* homed on node 0 */
+	struct hk_pool_stats st;
+
+	*at(0, gpa) = pattern(gpa, 8);
+	cr_assert_eq(pin(1, gpa, HK_PAGE_SIZE), 0);
+	for (uint64_t g = 0; g < GUEST; g += 4096)
+		*at(1, g + 8) = pattern(g, 9);
+	hk_mem_pool_stats(nodes[1].mem, &st);
+	cr_assert_gt(st.evictions, 1000, "64 MiB written on a node of 24 MiB must evict");
+	cr_assert_leq(st.resident_pages, st.budget_pages + 64);
+	cr_assert(exclusive_on(1, gpa), "the pinned page was evicted");
+	cr_assert_eq(*at(1, gpa), pattern(gpa, 8));
+	unpin(1, gpa, HK_PAGE_SIZE);
+	for (uint64_t g = 0; g < GUEST; g += 4096)
+		*at(1, g + 16) = pattern(g, 10); /* evicts again: now the page may go */
+	cr_assert_eq(*at(0, gpa), pattern(gpa, 8));
+	cr_assert_eq(*at(0, gpa + 8), pattern(gpa, 9));
+	cr_assert_eq(*at(0, gpa + 16), pattern(gpa, 10));
 }
