@@ -163,6 +163,23 @@ static int resolve_socket(struct hkctl *c)
 	return 0;
 }
 
+int hkctl_disk_socket(struct hkctl *c, const char *disk, char *sock, size_t len)
+{
+	const struct hk_disk_conf *d;
+	const struct hk_node_conf *n;
+
+	if (c->val[OPT_SOCKET] || c->val[OPT_NODE] || !c->cfg) {
+		snprintf(sock, len, "%s", c->sock);
+		return 0;
+	}
+	d = hk_config_disk(c->cfg, disk);
+	if (!d)
+		return hkctl_die("--disk: %s has no [disk %s]", c->cfg->path, disk);
+	n = hk_config_node(c->cfg, d->node); /* the loader checked the name, set the default */
+	snprintf(sock, len, "%s", n ? n->control : c->sock);
+	return 0;
+}
+
 int hkctl_usage_error(const char *fmt, ...)
 {
 	va_list ap;

@@ -48,6 +48,13 @@ int hkctl_call(struct hkctl *c, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse *
 /* The same to the daemon at sock, quietly: 0, or -1 with one line in err. */
 int hkctl_call_at(const char *sock, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse **rsp,
 		  unsigned timeout_s, char *err, size_t errlen);
+/*
+ * The control socket of the node disk is attached to ([disk] node=), so a
+ * request about the disk's contents reaches the node that writes it; an
+ * explicit --node or --socket wins, and without a config it is c->sock.
+ * 0, or 1 after printing the error (no such [disk]).
+ */
+int hkctl_disk_socket(struct hkctl *c, const char *disk, char *sock, size_t len);
 /* Parse option values; 0 or 1 after printing the error. */
 int hkctl_opt_size(struct hkctl *c, enum hkctl_opt o, uint64_t def, uint64_t *out);
 int hkctl_opt_uint(struct hkctl *c, enum hkctl_opt o, uint64_t def, uint64_t max, uint64_t *out);

@@ -494,12 +494,13 @@ int hkctl_disk_mkdata(struct hkctl *c)
 	Hk__Ctl__DiskMkdataRequest mk = HK__CTL__DISK_MKDATA_REQUEST__INIT;
 	Hk__Ctl__CtlResponse *rsp;
 	const Hk__Ctl__DiskMkdataReply *r;
-	char buf[32];
+	char buf[32], sock[sizeof(c->sock)], err[768];
 
 	if (!c->val[OPT_DISK] || !c->val[OPT_SIZE])
 		return hkctl_die("disk mkdata: --disk D and --size SIZE are required");
 	if (hkctl_opt_size(c, OPT_SIZE, 0, &mk.size) ||
-	    hkctl_opt_uint(c, OPT_SEED, 1, UINT64_MAX, &mk.seed))
+	    hkctl_opt_uint(c, OPT_SEED, 1, UINT64_MAX, &mk.seed) ||
+	    hkctl_disk_socket(c, c->val[OPT_DISK], sock, sizeof(sock)))
 		return 1;
 	mk.disk = (char *)c->val[OPT_DISK];
 	mk.force = c->force;
@@ -508,8 +509,9 @@ int hkctl_disk_mkdata(struct hkctl *c)
 	if (!c->json)
 		fprintf(stderr, "hkctl: writing %s data set to disk %s ...\n",
 			hk_format_size(mk.size, buf, sizeof(buf)), mk.disk);
-	if (hkctl_call(c, &req, &rsp, 3600))
-		return 1;
+	/* The disk's own node writes it: another node only forwards its window. */
+	if (hkctl_call_at(sock, &req, &rsp, 3600, err, sizeof(err)))
+		return hkctl_die("%s", err);
 	r = rsp->disk_mkdata;
 	if (c->json)
 		hkctl_print_json(json_pack("{s:s, s:I, s:I, s:b}", "disk", mk.disk, "records",

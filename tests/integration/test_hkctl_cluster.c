@@ -704,3 +704,82 @@ Test(hkctl_cluster, bad_arguments_exit_2_with_one_line)
 	}
 	hk_proc_result_free(&r);
 }
+
+/* ---- a disk attached to another node than the first ----------------------- */
+
+static char disk_script[4096], disk_dir[64];
+
+static void disk_teardown(void)
+{
+	char *down[] = {"/bin/bash", disk_script, "down", "--dir", disk_dir, NULL};
+	struct hk_proc_result r = {0};
+	char cmd[128];
+
+	if (!disk_dir[0])
+		return;
+	hk_run(down, 60, &r);
+	hk_proc_result_free(&r);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", disk_dir);
+	if (system(cmd))
+		fprintf(stderr, "cannot remove %s\n", disk_dir);
+	disk_dir[0] = 0;
+}
+
+TestSuite(hkctl_disk, .fini = disk_teardown);
+
+/* deploy/cluster.sh up -n 2 --disk-node n2, as a user makes it. */
+static void disk_cluster_up(void)
+{
+	const char *src = getenv("HK_SOURCE_ROOT");
+	char *argv[] = {"/bin/bash", disk_script,   "up",	"--dir", disk_dir,
+			"-n",	     "2",	    "--memory", "64M",	 "--disk-size",
+			"8M",	     "--disk-node", "n2",	NULL};
+	struct hk_proc_result r = {0};
+	char ports[16];
+
+	cr_assert_not_null(src, "HK_SOURCE_ROOT not set by meson");
+	snprintf(disk_script, sizeof(disk_script), "%s/deploy/cluster.sh", src);
+	if (getenv("HK_BUILD_ROOT"))
+		setenv("HK_BUILD_DIR", getenv("HK_BUILD_ROOT"), 1);
+	/* Below the ephemeral range, and apart from test-pool_guest's ports. */
+	snprintf(ports, sizeof(ports), "%d", 11000 + (int)(getpid() % 10000));
+	setenv("HK_PORT_BASE", ports, 1);
+	snprintf(disk_dir, sizeof(disk_dir), "/tmp/hk-hkctld-XXXXXX");
+	cr_assert_not_null(mkdtemp(disk_dir), "mkdtemp: %s", strerror(errno));
+	memset(&cl, 0, sizeof(cl));
+	hk_build_path("node/hkctl", cl.hkctl, sizeof(cl.hkctl));
+	snprintf(cl.conf, sizeof(cl.conf), "%s/hk.conf", disk_dir);
+	argv[4] = disk_dir;
+	hk_run_checked(argv, 120, &r);
+	cr_assert_eq(r.status, 0, "cluster.sh up -n 2 --disk-node n2: %s", r.err);
+	hk_proc_result_free(&r);
+}
+
+Test(hkctl_disk, mkdata_goes_to_the_node_the_disk_is_attached_to)
+{
+	struct hk_proc_result r = {0};
+	json_t *j;
+
+	disk_cluster_up();
+	ctl(&r, "disk", "mkdata", "--disk", "d0", "--size", "1M", NULL);
+	cr_assert_eq(r.status, 0, "mkdata without --node: %s", r.err);
+	cr_assert(strstr(r.out, "disk d0: 255 records (1 MiB)"), "%s", r.out);
+
+	ctl(&r, "--json", "disk", "mkdata", "--disk", "d0", "--size", "1M", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = parse(r.out);
+	cr_assert(json_is_true(json_object_get(j, "reused")), "the second run wrote again: %s",
+		  r.out);
+	json_decref(j);
+
+	/* An explicit --node still wins: n1 only forwards the disk. */
+	ctl(&r, "--node", "n1", "disk", "mkdata", "--disk", "d0", "--size", "1M", NULL);
+	cr_assert_eq(r.status, 1, "%s", r.err);
+	cr_assert(strstr(r.err, "node n1 serves no disk 'd0'"), "%s", r.err);
+
+	ctl(&r, "disk", "mkdata", "--disk", "d9", "--size", "1M", NULL);
+	cr_assert_eq(r.status, 1, "%s", r.err);
+	cr_assert_eq(hk_lines(r.err), 1, "%s", r.err);
+	cr_assert(strstr(r.err, "has no [disk d9]"), "%s", r.err);
+	hk_proc_result_free(&r);
+}
