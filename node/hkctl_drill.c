@@ -102,16 +102,78 @@ static int simple(struct hkctl *c, Hk__Ctl__CtlRequest *req)
 	return 0;
 }
 
+/*
+ * Send req to every node of the config (a pooled guest's disks, and so its
+ * replica tables, may be on any of them), even with --node, which picks
+ * the node the drill talks to.  t is filled (release it); returns how many
+ * did not answer, each named on stderr.
+ */
+static unsigned each_node(struct hkctl *c, struct hkctl_node_status *t, unsigned *n,
+			  Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlResponse__RepCase want,
+			  const char *what, unsigned timeout_s)
+{
+	const char *node = c->val[OPT_NODE];
+	unsigned down;
+
+	c->val[OPT_NODE] = NULL;
+	*n = hkctl_status_targets(c, t);
+	c->val[OPT_NODE] = node;
+	down = hkctl_ask_each(t, *n, req, want, what, timeout_s);
+	for (unsigned i = 0; i < *n; i++)
+		if (!t[i].rsp) {
+			if (*t[i].name)
+				hkctl_die("drill restart: %s: node %s: %s", what, t[i].name,
+					  t[i].err);
+			else
+				hkctl_die("%s", t[i].err);
+		}
+	return down;
+}
+
+/* On every node: each has the table of the disks it serves. */
 static int replica_set(struct hkctl *c, bool enabled, bool clear)
 {
+	static struct hkctl_node_status t[HK_MAX_NODES];
 	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
 	Hk__Ctl__ReplicaSetRequest rs = HK__CTL__REPLICA_SET_REQUEST__INIT;
+	unsigned n, down;
 
 	rs.enabled = enabled;
 	rs.clear = clear;
 	req.req_case = HK__CTL__CTL_REQUEST__REQ_REPLICA_SET;
 	req.replica_set = &rs;
-	return simple(c, &req);
+	down = each_node(c, t, &n, &req, HK__CTL__CTL_RESPONSE__REP_REPLICA_STATS, "replica set",
+			 HKCTL_REPLY_TIMEOUT_S);
+	hkctl_status_release(t, n);
+	return down ? 1 : 0;
+}
+
+/* The guest's disk counters and kept pages, summed over every node. */
+static int sum_status(struct hkctl *c, struct run *r)
+{
+	static struct hkctl_node_status t[HK_MAX_NODES];
+	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+	Hk__Ctl__StatusRequest sr = HK__CTL__STATUS_REQUEST__INIT;
+	unsigned n, down;
+
+	req.req_case = HK__CTL__CTL_REQUEST__REQ_STATUS;
+	req.status = &sr;
+	down = each_node(c, t, &n, &req, HK__CTL__CTL_RESPONSE__REP_STATUS, "status",
+			 HKCTL_REPLY_TIMEOUT_S);
+	r->bytes_from_disk = r->bytes_from_replicas = r->kept_pages = 0;
+	for (unsigned i = 0; i < n; i++) {
+		const Hk__Ctl__StatusReply *s = t[i].rsp ? t[i].rsp->status : NULL;
+
+		if (!s)
+			continue;
+		r->bytes_from_disk += s->bytes_from_disk;
+		r->bytes_from_replicas += s->bytes_from_replicas;
+		r->kept_pages += s->kept_pages;
+		if (!r->tsc_khz)
+			r->tsc_khz = s->tsc_khz;
+	}
+	hkctl_status_release(t, n);
+	return down ? 1 : 0;
 }
 
 static bool parse_hex(const char *con, const char *prefix, uint64_t *out)
@@ -196,21 +258,84 @@ static int drill_run(struct hkctl *c, const char *cmdline, double timeout_s, str
 		r->ok = true;
 	}
 	free(con);
+	return sum_status(c, r);
+}
 
-	rsp = status(c);
-	if (!rsp)
+/* The disk named (or the first one any node serves): its name (strdup),
+ * guest index and whether the serving node bypasses the page cache. */
+static int find_disk(struct hkctl *c, const char **disk, uint64_t *index, bool *direct)
+{
+	static struct hkctl_node_status t[HK_MAX_NODES];
+	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+	Hk__Ctl__StatusRequest sr = HK__CTL__STATUS_REQUEST__INIT;
+	const Hk__Ctl__DiskInfo *found = NULL;
+	unsigned n, down;
+
+	req.req_case = HK__CTL__CTL_REQUEST__REQ_STATUS;
+	req.status = &sr;
+	down = each_node(c, t, &n, &req, HK__CTL__CTL_RESPONSE__REP_STATUS, "status",
+			 HKCTL_REPLY_TIMEOUT_S);
+	for (unsigned i = 0; i < n && !found; i++) {
+		const Hk__Ctl__StatusReply *s = t[i].rsp ? t[i].rsp->status : NULL;
+
+		for (size_t k = 0; s && k < s->n_disks && !found; k++)
+			if (!*disk || !strcmp(*disk, s->disks[k]->name))
+				found = s->disks[k];
+	}
+	if (found) {
+		*disk = strdup(found->name);
+		*index = found->id;
+		*direct = found->direct;
+	}
+	hkctl_status_release(t, n);
+	if (down)
 		return 1;
-	r->bytes_from_disk = rsp->status->bytes_from_disk;
-	r->bytes_from_replicas = rsp->status->bytes_from_replicas;
-	r->tsc_khz = rsp->status->tsc_khz;
-	r->kept_pages = rsp->status->kept_pages;
-	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+	if (!found && *disk)
+		return hkctl_die("drill restart: no node serves a disk '%s'", *disk);
+	if (!found)
+		return hkctl_die("drill restart: no node serves a disk ([disk NAME] in the config)");
 	return 0;
 }
 
 static double cycles_ms(const struct run *r)
 {
 	return r->tsc_khz ? (double)r->load_cycles / (double)r->tsc_khz : 0;
+}
+
+/*
+ * Step 4 on every node of the config: each keeps the replicas of the disks
+ * it serves, which need not be the node the drill talks to (--node picks
+ * only that one).  A node that does not answer fails the drill.
+ */
+static int verify_all(struct hkctl *c, uint64_t *checked, uint64_t *mismatches)
+{
+	static struct hkctl_node_status t[HK_MAX_NODES];
+	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+	Hk__Ctl__ReplicaVerifyRequest rv = HK__CTL__REPLICA_VERIFY_REQUEST__INIT;
+	unsigned n, down;
+
+	req.req_case = HK__CTL__CTL_REQUEST__REQ_REPLICA_VERIFY;
+	req.replica_verify = &rv;
+	down = each_node(c, t, &n, &req, HK__CTL__CTL_RESPONSE__REP_REPLICA_VERIFY,
+			 "replica verify", 3600);
+	for (unsigned i = 0; i < n; i++) {
+		const Hk__Ctl__ReplicaVerifyReply *v;
+
+		if (!t[i].rsp)
+			continue;
+		v = t[i].rsp->replica_verify;
+		*checked += v->checked;
+		*mismatches += v->mismatches;
+		if (n > 1)
+			fprintf(stderr, "      %s: %" PRIu64 " pages checked, %" PRIu64 " mismatches\n",
+				t[i].name, v->checked, v->mismatches);
+	}
+	hkctl_status_release(t, n);
+	if (down)
+		return 1;
+	fprintf(stderr, "      %" PRIu64 " pages checked, %" PRIu64 " mismatches%s\n", *checked,
+		*mismatches, n > 1 ? " (all nodes)" : "");
+	return 0;
 }
 
 int hkctl_drill_restart(struct hkctl *c)
@@ -236,25 +361,19 @@ int hkctl_drill_restart(struct hkctl *c)
 	if (!has_timeout)
 		timeout = 1800;
 
-	st = status(c);
-	if (!st)
-		return 1;
-	if (!st->status->n_disks) {
-		hk__ctl__ctl_response__free_unpacked(st, NULL);
-		return hkctl_die("drill restart: node %s serves no disk ([disk NAME] in the config)",
-				 c->sock);
-	}
-	for (size_t i = 0; i < st->status->n_disks; i++)
-		if (disk && !strcmp(disk, st->status->disks[i]->name))
-			disk_index = i;
-	if (disk && strcmp(disk, st->status->disks[disk_index]->name)) {
-		hk__ctl__ctl_response__free_unpacked(st, NULL);
-		return hkctl_die("drill restart: this node serves no disk '%s'", disk);
-	}
-	disk = strdup(st->status->disks[disk_index]->name);
-	bool direct = st->status->disks[disk_index]->direct;
-	bool running = st->status->guest && st->status->guest->state == HK__CTL__GUEST_STATE__GUEST_RUNNING;
+	bool direct = false, running;
 
+	/* The disk may be served by any node (pooled guest): its id is its
+	 * place in the config, which is what the guest numbers it by. */
+	if (find_disk(c, &disk, &disk_index, &direct))
+		return 1;
+	st = status(c);
+	if (!st) {
+		free((char *)disk);
+		return 1;
+	}
+	running = st->status->guest &&
+		  st->status->guest->state == HK__CTL__GUEST_STATE__GUEST_RUNNING;
 	hk__ctl__ctl_response__free_unpacked(st, NULL);
 	if (running) {
 		Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
@@ -273,15 +392,21 @@ int hkctl_drill_restart(struct hkctl *c)
 		Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
 		Hk__Ctl__DiskMkdataRequest mk = HK__CTL__DISK_MKDATA_REQUEST__INIT;
 		Hk__Ctl__CtlResponse *rsp;
+		char sock[sizeof(c->sock)], err[768];
 
 		mk.disk = (char *)disk;
 		mk.size = size;
 		mk.seed = seed;
 		req.req_case = HK__CTL__CTL_REQUEST__REQ_DISK_MKDATA;
 		req.disk_mkdata = &mk;
-		rsp = request(c, &req, 3600);
-		if (!rsp)
+		/* Written by the node the disk is attached to, which may not be
+		 * the one this drill talks to. */
+		if (hkctl_disk_socket(c, disk, sock, sizeof(sock)))
 			goto out;
+		if (hkctl_call_at(sock, &req, &rsp, 3600, err, sizeof(err))) {
+			hkctl_die("%s", err);
+			goto out;
+		}
 		fprintf(stderr, "      %" PRIu64 " records%s\n", rsp->disk_mkdata->records,
 			rsp->disk_mkdata->reused ? ", already there" : ", written");
 		hk__ctl__ctl_response__free_unpacked(rsp, NULL);
@@ -313,22 +438,8 @@ int hkctl_drill_restart(struct hkctl *c)
 		hk_format_size(again.bytes_from_replicas, b1, sizeof(b1)));
 
 	progress(c, 4, "replica verify: every replica frame against its block");
-	{
-		Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
-		Hk__Ctl__ReplicaVerifyRequest rv = HK__CTL__REPLICA_VERIFY_REQUEST__INIT;
-		Hk__Ctl__CtlResponse *rsp;
-
-		req.req_case = HK__CTL__CTL_REQUEST__REQ_REPLICA_VERIFY;
-		req.replica_verify = &rv;
-		rsp = request(c, &req, 3600);
-		if (!rsp)
-			goto out;
-		checked = rsp->replica_verify->checked;
-		mismatches = rsp->replica_verify->mismatches;
-		hk__ctl__ctl_response__free_unpacked(rsp, NULL);
-		fprintf(stderr, "      %" PRIu64 " pages checked, %" PRIu64 " mismatches\n", checked,
-			mismatches);
-	}
+	if (verify_all(c, &checked, &mismatches))
+		goto out;
 
 	progress(c, 5, "baseline: table off, reboot, reload from disk%s",
 		 direct ? " (O_DIRECT)" : " (page cache: NOT bypassed)");
