@@ -56,11 +56,17 @@ int hk_blk_add(struct hk_vm *vm, const struct hk_vm_disk *vd, struct hk_blk **ou
 	       size_t errlen);
 void hk_blk_free(struct hk_blk *b);
 
+/* virtio_blk.c: pooled memory, keep the request's pages here until it
+ * completes (undone by the completion); 0 or -errno. */
+int hk_blk_pin(struct hk_blk_req *r);
+
 /* blk_replica.c: the storage-replica rules, applied around disk I/O. */
-/* Serve a read from replica frames; true when nothing is left for the disk. */
-bool hk_blk_replica_read(struct hk_blk_req *r);
-/* Before a write goes to the disk: drop every replica of its blocks. */
-void hk_blk_replica_write(struct hk_blk_req *r);
+/* Serve a read from replica frames: 1 when nothing is left for the disk,
+ * 0 when the disk must do (the rest of) it, -errno when it cannot be done. */
+int hk_blk_replica_read(struct hk_blk_req *r);
+/* Before a write goes to the disk: drop every replica of its blocks.
+ * 0 or -errno (the pages could not be kept here). */
+int hk_blk_replica_write(struct hk_blk_req *r);
 /* The disk part of a request completed (ok or not): record new replicas. */
 void hk_blk_replica_done(struct hk_blk_req *r, bool ok);
 

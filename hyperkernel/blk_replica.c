@@ -33,12 +33,22 @@ static bool seg_whole_pages(const struct hk_vq_buf *s, uint64_t off)
 	return !(s->gpa % PG) && !(off % PG) && !(s->len % PG);
 }
 
-/* Touch every page so it is present (resolved by the fault thread). */
-static void prefault(const struct hk_blk_req *r)
+/*
+ * Before the pages' protection changes or the disk moves data: touch every
+ * page so it is present (resolved by the fault thread), or with pooled
+ * memory make them exclusive here and keep them so until the request
+ * completes (hk_blk_pin) -- a shared copy's protection belongs to
+ * coherence, and io_uring must not lose its pages to another node.  Not
+ * done for a read served in place: no page changes.
+ */
+static int prefault(struct hk_blk_req *r)
 {
+	if (hk_mem_pooled(r->blk->vm->mem))
+		return hk_blk_pin(r);
 	for (unsigned i = 0; i < r->nseg; i++)
 		for (uint64_t o = 0; o < r->seg[i].len; o += PG)
 			(void)*(volatile uint8_t *)((uint8_t *)r->seg[i].hva + o);
+	return 0;
 }
 
 /* Pages about to be overwritten by the device: no longer replicas. */
@@ -165,11 +175,12 @@ static int lookup_all(struct hk_blk_req *r, bool copy, bool *need_copy)
 	return 0;
 }
 
-bool hk_blk_replica_read(struct hk_blk_req *r)
+int hk_blk_replica_read(struct hk_blk_req *r)
 {
 	struct hk_blk *b = r->blk;
 	bool aligned = b->replicas != NULL, need_copy = false;
 	uint64_t off = r->offset;
+	int ret;
 
 	for (unsigned i = 0; i < r->nseg && aligned; i++) {
 		aligned = seg_whole_pages(&r->seg[i], off);
@@ -178,7 +189,9 @@ bool hk_blk_replica_read(struct hk_blk_req *r)
 	if (aligned && lookup_all(r, false, &need_copy) == 0) {
 		if (!need_copy)
 			goto served; /* every page already holds its block */
-		prefault(r);
+		ret = prefault(r);
+		if (ret)
+			return ret;
 		off = r->offset;
 		for (unsigned i = 0; i < r->nseg; i++) {
 			io_begin(r, i, off, HK_REPLICA_IO_READ);
@@ -195,7 +208,9 @@ bool hk_blk_replica_read(struct hk_blk_req *r)
 		goto disk;
 	}
 
-	prefault(r);
+	ret = prefault(r);
+	if (ret)
+		return ret;
 	off = r->offset;
 	for (unsigned i = 0; i < r->nseg; i++) {
 		if (b->replicas)
@@ -205,24 +220,25 @@ bool hk_blk_replica_read(struct hk_blk_req *r)
 	}
 disk:
 	atomic_fetch_add(&b->stats.bytes_from_disk, r->len);
-	return false;
+	return 0;
 served:
 	atomic_fetch_add(&b->stats.bytes_from_replicas, r->len);
-	return true;
+	return 1;
 }
 
-void hk_blk_replica_write(struct hk_blk_req *r)
+int hk_blk_replica_write(struct hk_blk_req *r)
 {
 	struct hk_blk *b = r->blk;
 	uint64_t off = r->offset;
+	int ret;
 
 	atomic_fetch_add(&b->stats.bytes_written, r->len);
-	if (!b->replicas) {
+	ret = prefault(r);
+	if (ret || !b->replicas) {
 		/* Nothing is ever a replica, but the blocks may have been
 		 * replicated by an earlier run with the table on. */
-		return;
+		return ret;
 	}
-	prefault(r);
 	for (unsigned i = 0; i < r->nseg; i++) {
 		io_begin(r, i, off, HK_REPLICA_IO_WRITE);
 		/* Protected during the write: a guest change reaches the hook
@@ -232,6 +248,7 @@ void hk_blk_replica_write(struct hk_blk_req *r)
 		off += r->seg[i].len;
 	}
 	r->io.flags |= HK_DISK_IO_FUA;
+	return 0;
 }
 
 void hk_blk_replica_done(struct hk_blk_req *r, bool ok)

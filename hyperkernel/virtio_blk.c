@@ -50,13 +50,15 @@ struct blk_outhdr {
 /*
  * Pooled memory: the request's data pages stay exclusive on this node until
  * it completes (pool_pin.c), so the transfer and the guest agree on them.
+ * blk_replica.c asks for it where it would otherwise only prefault: before
+ * the pages' protection changes and before the disk moves data.
  */
-static int blk_pin(struct hk_blk_req *r)
+int hk_blk_pin(struct hk_blk_req *r)
 {
 	struct hk_mem_range rg[16];
 	int ret;
 
-	if (!hk_mem_pooled(r->blk->vm->mem) || !r->nseg)
+	if (!hk_mem_pooled(r->blk->vm->mem) || !r->nseg || r->pinned)
 		return 0;
 	for (unsigned i = 0; i < r->nseg; i++)
 		rg[i] = (struct hk_mem_range){r->seg[i].gpa, r->seg[i].len};
@@ -238,16 +240,25 @@ static bool blk_prepare(struct hk_blk *b, struct hk_blk_req *r)
 		r->io.op = HK_DISK_READ;
 		atomic_fetch_add(&b->stats.reads, 1);
 		/* The replica table may serve some or all of it from memory. */
-		if (hk_blk_replica_read(r)) {
+		switch (hk_blk_replica_read(r)) {
+		case 1:
 			r->written = (uint32_t)r->len;
 			blk_finish(r, VIRTIO_BLK_S_OK);
+			return false;
+		case 0:
+			break;
+		default:
+			blk_finish(r, VIRTIO_BLK_S_IOERR);
 			return false;
 		}
 		break;
 	case VIRTIO_BLK_T_OUT:
 		r->io.op = HK_DISK_WRITE;
 		atomic_fetch_add(&b->stats.writes, 1);
-		hk_blk_replica_write(r);
+		if (hk_blk_replica_write(r)) {
+			blk_finish(r, VIRTIO_BLK_S_IOERR);
+			return false;
+		}
 		break;
 	}
 	r->io.offset = r->offset;
@@ -290,13 +301,7 @@ static void blk_notify(struct hk_virtio_dev *d, unsigned q)
 			break;
 		}
 		r = blk_parse(b, head, bufs, n);
-		if (!r)
-			continue;
-		if (blk_pin(r)) {
-			blk_finish(r, VIRTIO_BLK_S_IOERR);
-			continue;
-		}
-		if (!blk_prepare(b, r))
+		if (!r || !blk_prepare(b, r))
 			continue;
 		batch[nb++] = &r->io;
 		if (nb == BLK_BATCH) {
