@@ -219,3 +219,34 @@ Test(pool_guest, kvdb_with_the_disk_on_another_node_matches_one_machine)
 	json_decref(st);
 	hk_proc_result_free(&r);
 }
+
+/*
+ * The fast-restart drill on three nodes, the disk on n2: the rebooted guest
+ * finds the state it left, every read after the reboot comes from replica
+ * frames (kept on n2 with their entries), every node verifies.
+ */
+Test(pool_guest, restart_drill_over_three_nodes_reads_from_replicas)
+{
+	char *drill[] = {hkctl,	   "--config", conf,  "drill", "restart", "--mode", "guest",
+			 "--data-size", "16M", "--ops", "300",	   "--json", NULL};
+	static const char *const extra[] = {"--vcpus", "2", "--disk-node", "n2", NULL};
+	struct hk_proc_result r = {0};
+	json_error_t jerr;
+	json_t *j;
+
+	up_with(extra);
+	hk_run_checked(drill, 900, &r);
+	cr_assert_eq(r.status, 0, "drill: %s%s", r.out, r.err);
+	j = json_loads(r.out, 0, &jerr);
+	cr_assert_not_null(j, "drill --json: %s\n%s", jerr.text, r.out);
+	cr_assert(json_is_true(json_object_get(j, "verified")), "%s", r.out);
+	cr_assert_eq(json_integer_value(json_object_get(j, "bytes_from_disk")), 0, "%s", r.out);
+	cr_assert_eq(json_integer_value(json_object_get(j, "bytes_from_replicas")), 16 << 20, "%s",
+		     r.out);
+	cr_assert_eq(json_integer_value(json_object_get(j, "baseline_bytes_from_disk")), 16 << 20,
+		     "%s", r.out);
+	cr_assert_eq(json_integer_value(json_object_get(j, "kept_pages")), 4096, "%s", r.out);
+	cr_assert(strstr(r.err, "n2: 4096 pages checked, 0 mismatches"), "%s", r.err);
+	json_decref(j);
+	hk_proc_result_free(&r);
+}
