@@ -64,10 +64,11 @@ uint64_t hk_mem_frame_gpa(const struct hk_mem *mem, uint64_t frame);
 
 /*
  * pool_pin.c: keep the pages of a device transfer exclusive on this node
- * until unpinned (pooled memory; a no-op on a single node).  All ranges are
- * pinned together or none.  hk_mem_pin may fault pages in: never call it
- * on the transport's delivery thread.  Returns 0, -EFAULT (a range outside
- * guest memory), -ECONNABORTED (coherence stopped) or -EAGAIN.
+ * until unpinned.  Pooled memory only: on a single node both return at
+ * once, checking nothing.  All ranges are pinned together or none.
+ * hk_mem_pin may fault pages in: never call it on the transport's delivery
+ * thread.  Returns 0, -EFAULT (a range outside guest memory),
+ * -ECONNABORTED (coherence stopped) or -EAGAIN.
  */
 int hk_mem_pin(struct hk_mem *mem, const struct hk_mem_range *r, unsigned n);
 void hk_mem_unpin(struct hk_mem *mem, const struct hk_mem_range *r, unsigned n);
