@@ -64,6 +64,8 @@ enum guestos_exit {
 #define NORETURN	  __attribute__((noreturn))
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
 #define CACHELINE_ALIGNED __attribute__((aligned(64)))
+/* With a page-sized type: nothing else shares its page (see smp.c). */
+#define PAGE_ALONE __attribute__((aligned(4096)))
 
 /* ---- linker script and assembly symbols ------------------------------- */
 

@@ -30,18 +30,28 @@ unsigned guestos_hyperkernel;
 
 static uint32_t idt_ready;
 
-/* The one workload of this boot; written by vCPU 0 before `published`. */
+/*
+ * The one workload of this boot; written by vCPU 0 before `published`.
+ * Alone on its page, as is the barrier: under hyperkernel the vCPUs that
+ * spin on them may be on other nodes, and a write to anything else on the
+ * same page would take the page away from all of them (page-granular
+ * coherence), again and again while they spin.
+ */
 static struct {
 	const struct workload *wl;
 	unsigned nr; /* vCPUs taking part: hk.vcpus, or 1 */
 	uint32_t published;
-} work CACHELINE_ALIGNED;
+	uint8_t pad[4096 - 16];
+} work PAGE_ALONE;
+_Static_assert(sizeof(work) == 4096, "work fills its page");
 
 /* Sense-reversing barrier over work.nr vCPUs (ring 3: atomics and pause). */
 static struct {
 	uint32_t count;
 	uint32_t gen;
-} barrier CACHELINE_ALIGNED;
+	uint8_t pad[4096 - 8];
+} barrier PAGE_ALONE;
+_Static_assert(sizeof(barrier) == 4096, "the barrier fills its page");
 
 static const struct workload *const workloads[] = {
     &workload_memtest,
