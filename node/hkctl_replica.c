@@ -97,6 +97,28 @@ static json_t *down_json(const struct hkctl_node_status *t)
 	return json_pack("{s:s, s:b, s:s}", "node", target_name(t), "up", 0, "error", t->err);
 }
 
+/* One object per node for --json: {node, up, ...what fn makes of its reply}. */
+typedef json_t *(*node_json_fn)(const struct hkctl *c, const struct hkctl_node_status *t);
+
+static json_t *nodes_json(const struct hkctl *c, const struct hkctl_node_status *t, unsigned n,
+			  node_json_fn fn)
+{
+	json_t *nodes = json_array();
+
+	for (unsigned i = 0; i < n; i++) {
+		json_t *e;
+
+		if (!t[i].rsp) {
+			json_array_append_new(nodes, down_json(&t[i]));
+			continue;
+		}
+		e = json_pack("{s:s, s:b}", "node", target_name(&t[i]), "up", 1);
+		json_object_update_new(e, fn(c, &t[i]));
+		json_array_append_new(nodes, e);
+	}
+	return nodes;
+}
+
 /* ---- show --------------------------------------------------------------- */
 
 static void show_json(const struct hkctl *c, const struct hkctl_node_status *t, unsigned n)
@@ -261,6 +283,12 @@ static json_t *stats_json(const Hk__Ctl__ReplicaStatsReply *s)
 	return o;
 }
 
+static json_t *stats_node_json(const struct hkctl *c, const struct hkctl_node_status *t)
+{
+	(void)c;
+	return stats_json(t->rsp->replica_stats);
+}
+
 static void stats_print_one(const Hk__Ctl__ReplicaStatsReply *s)
 {
 	char b1[32], b2[32];
@@ -339,19 +367,8 @@ int hkctl_replica_stats(struct hkctl *c)
 	} else if (n == 1) {
 		stats_print_one(t[0].rsp->replica_stats);
 	} else if (c->json) {
-		json_t *nodes = json_array(), *o = json_object();
+		json_t *nodes = nodes_json(c, t, n, stats_node_json), *o = json_object();
 
-		for (unsigned i = 0; i < n; i++) {
-			json_t *e;
-
-			if (!t[i].rsp) {
-				json_array_append_new(nodes, down_json(&t[i]));
-				continue;
-			}
-			e = json_pack("{s:s, s:b}", "node", target_name(&t[i]), "up", 1);
-			json_object_update_new(e, stats_json(t[i].rsp->replica_stats));
-			json_array_append_new(nodes, e);
-		}
 		json_object_set_new(o, "nodes", json_integer(n));
 		json_object_set_new(o, "nodes_up", json_integer(tot.up));
 #define X(f) json_object_set_new(o, #f, json_integer((json_int_t)tot.f));
@@ -459,19 +476,8 @@ int hkctl_replica_verify(struct hkctl *c)
 		printf("mismatches  %" PRIu64 "\n", mismatches);
 		verify_print_mismatches(c, &t[0], "  ");
 	} else if (c->json) {
-		json_t *nodes = json_array();
+		json_t *nodes = nodes_json(c, t, n, verify_json);
 
-		for (unsigned i = 0; i < n; i++) {
-			json_t *e;
-
-			if (!t[i].rsp) {
-				json_array_append_new(nodes, down_json(&t[i]));
-				continue;
-			}
-			e = json_pack("{s:s, s:b}", "node", target_name(&t[i]), "up", 1);
-			json_object_update_new(e, verify_json(c, &t[i]));
-			json_array_append_new(nodes, e);
-		}
 		hkctl_print_json(json_pack(
 		    "{s:o, s:{s:i, s:i, s:I, s:I}, s:b}", "nodes", nodes, "totals", "nodes", (int)n,
 		    "nodes_up", (int)up, "checked", (json_int_t)checked, "mismatches",
