@@ -192,6 +192,7 @@ struct hk_pool_stats {
 	uint64_t holds;          /* requests put off while a page was held here */
 	uint64_t pins;           /* device requests that pinned their pages here */
 	uint64_t pin_retries;    /* pins that first had to fault a page in */
+	uint64_t pin_waits;      /* deferrals of requests for pinned pages */
 };
 
 /*

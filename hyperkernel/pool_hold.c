@@ -148,8 +148,10 @@ bool pool_hold_defer(struct hk_pool *p, unsigned from, int type, uint64_t frame,
 	for (tail = &p->deferred; *tail; tail = &(*tail)->next)
 		;
 	*tail = d;
-	if (!pool_pinned(p, frame))
-		p->st.holds++; /* a pin's own counter is pins; re-deferrals are not holds */
+	if (pool_pinned(p, frame))
+		p->st.pin_waits++; /* counted again at each retry while pinned */
+	else
+		p->st.holds++;
 	pthread_cond_signal(&p->hold_cv);
 	return true;
 }
