@@ -7,6 +7,11 @@
  * c->lock and wakes the progress thread through an eventfd; the progress
  * thread splices queues, posts sends, reads completions, runs callbacks
  * (without the lock held), and sleeps in hk_fabric_wait when idle.
+ * With HK_CLUSTER_SPIN_US set (default off), after any completion or post
+ * it keeps polling the CQ (yielding between polls) that long before it
+ * sleeps: a reply usually comes within one round trip, and catching it by
+ * polling saves the wake-ups (CQ fd, then the thread).  While it spins,
+ * senders skip the eventfd: the loop looks at the queues on every pass.
  *
  * Wire format, version 1: one tagged send per message.  The 64-bit tag is
  * the fixed header
@@ -25,6 +30,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +53,14 @@
 #define CLUSTER_ERR_LEN 256
 #define PROGRESS_BATCH	HK_FABRIC_CQ_BATCH
 #define EAGAIN_RETRY_MS 1 /* a post got -FI_EAGAIN: look again this soon */
+/* Default of HK_CLUSTER_SPIN_US: off.  On a host whose cores are all busy a
+ * polling thread loses the wake-up preemption a sleeping one gets: with a
+ * busy-waiting caller beside it, test-node-cluster's round trip went from
+ * ~100 us to ~4 ms (a scheduler tick); see docs/benchmarks.md, P3.  Turn it
+ * on where the progress thread has a core to itself.  SPIN_US_MAX bounds
+ * what the variable may ask for. */
+#define SPIN_US_DFLT 0
+#define SPIN_US_MAX  100000
 /* Sends posted to one peer and not completed.  ofi_rxm takes every post it
  * is given and allocates (and clears) a bounce buffer per post: thousands
  * posted at once kept the progress thread inside libfabric for seconds,
@@ -140,6 +154,8 @@ struct hk_cluster {
 	bool local_mr;
 	uint64_t next_tick_ns, leave_deadline_ns;
 	bool retry_soon, said_hello;
+	uint64_t spin_ns;	 /* poll this long after activity before sleeping */
+	uint64_t last_active_ns; /* last completion or post */
 	unsigned drop_logs;
 	char err[CLUSTER_ERR_LEN]; /* scratch for fabric calls on the thread */
 };
@@ -875,12 +891,17 @@ static void *progress_main(void *arg)
 	struct hk_fabric_cqe cqe[PROGRESS_BATCH];
 
 	for (;;) {
-		uint64_t now;
+		uint64_t now = now_ns();
 		int work = 0, n, timeout_ms;
 		bool leaving, joining;
+		/* decided before the queues are looked at, so a send either is
+		 * seen by this pass or writes the eventfd before we sleep */
+		bool spinning = now - c->last_active_ns < c->spin_ns;
 
 		pthread_mutex_lock(&c->lock);
-		c->wake_pending = false; /* a send after this writes the eventfd again */
+		/* false: a send after this writes the eventfd again; true while
+		 * spinning: the next pass sees it anyway, spare the syscall */
+		c->wake_pending = spinning;
 		leaving = c->leaving;
 		joining = c->joining;
 		pthread_mutex_unlock(&c->lock);
@@ -924,8 +945,16 @@ static void *progress_main(void *arg)
 
 		if (leaving && ((!c->n_inflight && queues_empty(c)) || now > c->leave_deadline_ns))
 			break;
-		if (work)
+		if (work) {
+			c->last_active_ns = now;
 			continue;
+		}
+		if (spinning && !leaving) {
+			/* let a thread this node is waiting for (the faulting
+			 * reader, the fault thread) have the CPU first */
+			sched_yield();
+			continue;
+		}
 		timeout_ms = (int)((c->next_tick_ns - now) / 1000000) + 1;
 		if (c->retry_soon || leaving)
 			timeout_ms = EAGAIN_RETRY_MS;
@@ -968,6 +997,27 @@ static void cluster_free(struct hk_cluster *c)
 	free(c);
 }
 
+/* HK_CLUSTER_SPIN_US: microseconds of polling after activity; 0 = sleep at once. */
+static int spin_from_env(uint64_t *spin_ns, char *err, size_t errlen)
+{
+	const char *s = getenv("HK_CLUSTER_SPIN_US");
+	unsigned long v = SPIN_US_DFLT;
+	char *end;
+
+	if (s && *s) {
+		errno = 0;
+		v = strtoul(s, &end, 10);
+		if (errno || *end || s[0] == '-' || v > SPIN_US_MAX) {
+			seterr(err, errlen,
+			       "cluster: HK_CLUSTER_SPIN_US='%s': want microseconds 0..%d", s,
+			       SPIN_US_MAX);
+			return -EINVAL;
+		}
+	}
+	*spin_ns = (uint64_t)v * 1000;
+	return 0;
+}
+
 int hk_cluster_create(const struct hk_config *cfg, unsigned self, struct hk_cluster **out,
 		      char *err, size_t errlen)
 {
@@ -1008,6 +1058,9 @@ int hk_cluster_create(const struct hk_config *cfg, unsigned self, struct hk_clus
 		pub->up = i == self;
 	}
 
+	ret = spin_from_env(&c->spin_ns, err, errlen);
+	if (ret)
+		goto fail;
 	c->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (c->efd < 0) {
 		ret = -errno;
