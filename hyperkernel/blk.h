@@ -22,6 +22,7 @@ struct hk_blk_req {
 	uint64_t offset; /* bytes */
 	uint64_t len;    /* data bytes */
 	uint8_t *status;
+	uint64_t status_gpa;
 	uint32_t written; /* bytes written into guest buffers */
 	uint32_t gen;     /* transport generation at pop */
 	bool pinned;      /* pooled memory: data pages pinned here (virtio_blk.c) */

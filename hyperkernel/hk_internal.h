@@ -133,6 +133,7 @@ struct hk_vm {
 
 	_Atomic uint64_t unhandled_io;
 	_Atomic uint64_t tsc_khz; /* guest TSC rate, read at boot */
+	uint32_t boots;		  /* vm_boot calls (under lock): 1 after creation */
 };
 
 /* vm.c */

@@ -329,6 +329,7 @@ struct hk_vm_result {
 	char reason[160]; /* one line when CRASHED or STOPPED */
 	uint64_t runtime_ns;
 	bool rebooting; /* stopped for a reboot: it runs again (hk_vm_reboot_prepare) */
+	uint32_t boot;	/* 1 for the first boot, +1 per reboot */
 };
 
 struct hk_vm_stats {

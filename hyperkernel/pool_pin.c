@@ -90,6 +90,27 @@ static uint64_t first_missing(struct hk_pool *p, const struct hk_mem_range *r, u
 	return UINT64_MAX;
 }
 
+/* Write-touch each page of the ranges that is not exclusive here (no lock
+ * held: the touches fault; the flags read without it are only a hint). */
+static void touch_missing(struct hk_pool *p, const struct hk_mem_range *r, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t f = hk_mem_frame(p->mem, r[i].gpa);
+		uint64_t end = hk_mem_frame(p->mem, r[i].gpa + r[i].len - 1);
+
+		for (; f <= end; f++) {
+			uint8_t fl = hk_mem_page_flags(p->mem, f);
+
+			uint8_t *h;
+
+			if ((fl & HK_PG_EXCL) && !(fl & HK_PG_PENDING))
+				continue;
+			h = hk_mem_gpa(p->mem, hk_mem_frame_gpa(p->mem, f), 1);
+			__atomic_fetch_or(h, 0, __ATOMIC_RELAXED);
+		}
+	}
+}
+
 static void for_each_frame(struct hk_pool *p, const struct hk_mem_range *r, unsigned n, bool pin)
 {
 	bool woke = false;
@@ -127,7 +148,6 @@ int hk_mem_pin(struct hk_mem *mem, const struct hk_mem_range *r, unsigned n)
 		return -EFAULT;
 	for (unsigned tries = 0; tries < PIN_MAX_TRIES; tries++) {
 		uint64_t miss;
-		uint8_t *h;
 
 		pthread_mutex_lock(&p->lock);
 		if (p->aborted) {
@@ -144,9 +164,10 @@ int hk_mem_pin(struct hk_mem *mem, const struct hk_mem_range *r, unsigned n)
 		p->st.pin_retries++;
 		pthread_mutex_unlock(&p->lock);
 		/* A write that changes nothing: the fault handler makes the
-		 * page exclusive here (and the hold keeps it a moment). */
-		h = hk_mem_gpa(mem, hk_mem_frame_gpa(mem, miss), 1);
-		__atomic_fetch_or(h, 0, __ATOMIC_RELAXED);
+		 * page exclusive here (and the hold keeps it a moment).  Every
+		 * page not here yet, in one round: fetched one per round, the
+		 * first ones could be gone again before the last came. */
+		touch_missing(p, r, n);
 	}
 	return -EAGAIN;
 }

@@ -53,16 +53,25 @@ struct blk_outhdr {
  * blk_replica.c asks for it where it would otherwise only prefault: before
  * the pages' protection changes and before the disk moves data.
  */
+/* The data segments, and the status byte: the completion thread writes
+ * it, and must not wait there for a page another node's completion
+ * thread is pinning (two disks on two nodes could wait on each other). */
+static unsigned pin_ranges(const struct hk_blk_req *r, struct hk_mem_range *rg)
+{
+	for (unsigned i = 0; i < r->nseg; i++)
+		rg[i] = (struct hk_mem_range){r->seg[i].gpa, r->seg[i].len};
+	rg[r->nseg] = (struct hk_mem_range){r->status_gpa, 1};
+	return r->nseg + 1;
+}
+
 int hk_blk_pin(struct hk_blk_req *r)
 {
-	struct hk_mem_range rg[16];
+	struct hk_mem_range rg[17];
 	int ret;
 
 	if (!hk_mem_pooled(r->blk->vm->mem) || !r->nseg || r->pinned)
 		return 0;
-	for (unsigned i = 0; i < r->nseg; i++)
-		rg[i] = (struct hk_mem_range){r->seg[i].gpa, r->seg[i].len};
-	ret = hk_mem_pin(r->blk->vm->mem, rg, r->nseg);
+	ret = hk_mem_pin(r->blk->vm->mem, rg, pin_ranges(r, rg));
 	if (ret)
 		fprintf(stderr, "hyperkernel: %s: cannot keep the request's pages here: %s\n",
 			r->blk->name, strerror(-ret));
@@ -72,13 +81,11 @@ int hk_blk_pin(struct hk_blk_req *r)
 
 static void blk_unpin(struct hk_blk_req *r)
 {
-	struct hk_mem_range rg[16];
+	struct hk_mem_range rg[17];
 
 	if (!r->pinned)
 		return;
-	for (unsigned i = 0; i < r->nseg; i++)
-		rg[i] = (struct hk_mem_range){r->seg[i].gpa, r->seg[i].len};
-	hk_mem_unpin(r->blk->vm->mem, rg, r->nseg);
+	hk_mem_unpin(r->blk->vm->mem, rg, pin_ranges(r, rg));
 	r->pinned = false;
 }
 
@@ -86,13 +93,12 @@ static void blk_finish(struct hk_blk_req *r, uint8_t status)
 {
 	struct hk_blk *b = r->blk;
 
-	blk_unpin(r);
-
 	/* After a reset the rings belong to a new driver: say nothing. */
 	if (r->gen == atomic_load(&b->vdev->generation)) {
-		*r->status = status;
+		*r->status = status; /* pinned with the data: no fault here */
 		hk_vq_push(b->vdev, &b->vdev->vq[0], r->head, r->written + 1);
 	}
+	blk_unpin(r); /* a reader that saw the used entry waits this long at most */
 	if (status != VIRTIO_BLK_S_OK)
 		atomic_fetch_add(&b->stats.errors, 1);
 	atomic_fetch_sub(&b->inflight, 1);
@@ -144,6 +150,7 @@ static struct hk_blk_req *blk_parse(struct hk_blk *b, uint16_t head, struct hk_v
 	r->blk = b;
 	r->head = head;
 	r->status = bufs[last].hva;
+	r->status_gpa = bufs[last].gpa;
 	r->gen = atomic_load(&d->generation);
 	atomic_fetch_add(&b->inflight, 1);
 

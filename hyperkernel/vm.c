@@ -254,6 +254,8 @@ static int vm_boot(struct hk_vm *vm, char *err, size_t errlen)
 	pthread_mutex_lock(&vm->lock);
 	memset(&vm->result, 0, sizeof(vm->result));
 	vm->result.state = HK_VM_CREATED;
+	vm->result.boot = ++vm->boots;
+	pthread_cond_broadcast(&vm->done); /* waiters on the old boot: it is gone */
 	vm->halted_vcpus = 0;
 	vm->start_ns = 0;
 	atomic_store(&vm->stopping, false);
@@ -397,6 +399,11 @@ int hk_vm_reboot_prepare(struct hk_vm *vm, uint64_t *kept_pages, char *err, size
 	atomic_store(&vm->wp_table, vm->replicas);
 	ret = vm_boot(vm, err, errlen);
 	pthread_rwlock_unlock(&vm->boot_lock);
+	if (!ret && pooled && hk_mem_pool_stopped(vm->mem)) {
+		snprintf(err, errlen, "pooled memory was stopped during the reboot (a node lost, or "
+				      "a message could not be sent)");
+		ret = -ESTALE;
+	}
 	return ret;
 }
 
@@ -411,6 +418,12 @@ int hk_vm_start(struct hk_vm *vm)
 {
 	int ret = 0;
 
+	/* A node lost (or a send failed) while the guest was being built or
+	 * rebooted: its memory can no longer be trusted. */
+	if (hk_mem_pooled(vm->mem) && hk_mem_pool_stopped(vm->mem)) {
+		hk_vm_finish(vm, HK_VM_CRASHED, 0, "pooled memory was stopped before the start");
+		return -ESTALE;
+	}
 	pthread_mutex_lock(&vm->lock);
 	if (vm->result.state != HK_VM_CREATED) {
 		pthread_mutex_unlock(&vm->lock);
@@ -463,6 +476,7 @@ static bool vm_ended(const struct hk_vm *vm)
 int hk_vm_wait(struct hk_vm *vm, int timeout_ms, struct hk_vm_result *res)
 {
 	struct timespec until;
+	uint32_t boot;
 	int ret = 0;
 
 	clock_gettime(CLOCK_MONOTONIC, &until);
@@ -475,15 +489,20 @@ int hk_vm_wait(struct hk_vm *vm, int timeout_ms, struct hk_vm_result *res)
 		}
 	}
 	pthread_mutex_lock(&vm->lock);
-	while (!vm_ended(vm) && ret == 0) {
+	boot = vm->boots;
+	/* A reboot that rebuilt the VM meanwhile ends the wait too: what was
+	 * waited for is gone (res->rebooting says so). */
+	while (!vm_ended(vm) && vm->boots == boot && ret == 0) {
 		if (timeout_ms < 0)
 			pthread_cond_wait(&vm->done, &vm->lock);
 		else if (pthread_cond_timedwait(&vm->done, &vm->lock, &until) == ETIMEDOUT)
 			ret = -ETIMEDOUT;
 	}
-	if (vm_ended(vm))
+	if (vm_ended(vm) || vm->boots != boot)
 		ret = 0;
 	*res = vm->result;
+	if (vm->boots != boot)
+		res->rebooting = true;
 	if (vm->result.state == HK_VM_RUNNING)
 		res->runtime_ns = hk_now_ns() - vm->start_ns;
 	pthread_mutex_unlock(&vm->lock);

@@ -112,8 +112,10 @@ unsigned hk_daemon_vm_disks(struct hk_daemon *d, struct hk_guest *g, struct hk_v
 			    struct hk_vm_disk *out);
 /* After the cluster is created, before it is joined. */
 int hk_daemon_dev_start(struct hk_daemon *d, char *err, size_t errlen);
-/* After the cluster is destroyed. */
+/* Before the cluster is destroyed (the guest stopped): the worker ends. */
 void hk_daemon_dev_stop(struct hk_daemon *d);
+/* After the cluster is destroyed. */
+void hk_daemon_dev_free(struct hk_daemon *d);
 /* Register accesses forwarded from here, and served here for others. */
 void hk_daemon_dev_stats(struct hk_daemon *d, uint64_t *forwards, uint64_t *served);
 

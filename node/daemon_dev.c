@@ -30,6 +30,7 @@
 struct dev_wait {
 	struct dev_wait *next;
 	uint64_t seq;
+	unsigned node; /* the only node an answer is taken from */
 	bool done;
 	char error[120];
 	uint64_t data;
@@ -108,6 +109,7 @@ static void remote_mmio(void *ctx, unsigned slot, uint64_t off, bool write, uint
 
 	pthread_mutex_lock(&dv->lock);
 	w.seq = m.seq = ++dv->next_seq;
+	w.node = (unsigned)dv->disk_node[slot];
 	w.next = dv->waiting;
 	dv->waiting = &w;
 	pthread_mutex_unlock(&dv->lock);
@@ -285,7 +287,7 @@ static void on_dev(void *ctx, unsigned from, const void *buf, size_t len)
 		return;
 	}
 	for (struct dev_wait *w = dv->waiting; w; w = w->next) {
-		if (w->seq != m->seq || (int)from != dv->disk_node[m->slot])
+		if (w->seq != m->seq || from != w->node)
 			continue; /* only the disk's node answers for it */
 		w->data = m->data;
 		snprintf(w->error, sizeof(w->error), "%s", m->error);
@@ -330,7 +332,8 @@ int hk_daemon_dev_start(struct hk_daemon *d, char *err, size_t errlen)
 	return 0;
 }
 
-/* After the cluster stopped delivering and the guest was stopped. */
+/* The guest was stopped: the worker ends (it sends through the cluster, so
+ * before the cluster goes).  Accesses arriving later are queued, unserved. */
 void hk_daemon_dev_stop(struct hk_daemon *d)
 {
 	struct hk_daemon_dev *dv = d->dev;
@@ -343,6 +346,17 @@ void hk_daemon_dev_stop(struct hk_daemon *d)
 	pthread_mutex_unlock(&dv->lock);
 	if (dv->worker_started)
 		pthread_join(dv->worker, NULL);
+	dv->worker_started = false;
+}
+
+/* After the cluster stopped delivering. */
+void hk_daemon_dev_free(struct hk_daemon *d)
+{
+	struct hk_daemon_dev *dv = d->dev;
+
+	if (!dv)
+		return;
+	hk_daemon_dev_stop(d);
 	while (dv->jobs) {
 		struct dev_job *j = dv->jobs;
 

@@ -76,6 +76,15 @@ static unsigned place_choose(struct hk_place *pl, struct hk_mem *mem, unsigned i
 	return to;
 }
 
+/* The boot of the guest a state belongs to: a reboot makes older ones void. */
+static uint32_t boot_of(struct hk_guest *g)
+{
+	struct hk_vm_result r;
+
+	hk_vm_result(g->vm, &r);
+	return r.boot;
+}
+
 static void place_move(struct hk_place *pl, struct hk_guest *g, unsigned i, unsigned to)
 {
 	struct hk_daemon *d = pl->d;
@@ -98,6 +107,7 @@ static void place_move(struct hk_place *pl, struct hk_guest *g, unsigned i, unsi
 	m.version = 1;
 	m.type = HK__GUEST__GUEST_TYPE__GUEST_VCPU_MOVE;
 	m.guest = g->pool_guest;
+	m.boot = boot_of(g);
 	m.vcpu = i;
 	m.vcpu_state.data = state;
 	m.vcpu_state.len = len;

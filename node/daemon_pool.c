@@ -53,6 +53,9 @@ struct hk_daemon_pool {
 	char prepare_err[256];
 
 	struct hk_place *place;
+	/* Written while a reboot rebuilds this node's VM; read by a vCPU
+	 * arriving (VCPU_MOVE), which must not restore into the rebuild. */
+	pthread_rwlock_t boot_lock;
 
 	/* Watch and job threads alive (under lock); shutdown waits for them,
 	 * since they use d, the cluster and the placement state. */
@@ -244,10 +247,13 @@ static void *watch_thread(void *arg)
 	} else if (d->node_id == LEADER) {
 		guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_STOP, w->guest);
 		m.error = r.reason;
+		m.state = r.state; /* CRASHED: memory may be gone somewhere, stop it */
+		m.boot = r.boot;
 		broadcast(d, &m);
 	} else if (r.state != HK_VM_STOPPED) {
 		guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_END, w->guest);
 		m.state = r.state;
+		m.boot = r.boot;
 		m.exit_status = r.exit_status;
 		m.error = r.reason;
 		guest_send(d, LEADER, &m);
@@ -411,11 +417,14 @@ int hk_daemon_pool_reboot(struct hk_daemon *d, struct hk_guest *g, uint64_t *kep
 				      "or the guest was stopped): start a new guest");
 		return -ESTALE;
 	}
+	hk_place_guest(d->pool->place, 0, 0); /* no more moves of this boot */
+	pthread_rwlock_wrlock(&d->pool->boot_lock);
 	hk_vm_halt(g->vm, "rebooting", true);
 	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_REBOOT, g->pool_guest);
 	ret = ask_all(d, &m, "reboot", err, errlen);
 	if (!ret)
 		ret = hk_vm_reboot_prepare(g->vm, kept, err, errlen);
+	pthread_rwlock_unlock(&d->pool->boot_lock);
 	if (!ret)
 		ret = hk_daemon_pool_run(d, g, err, errlen);
 	if (!ret)
@@ -584,15 +593,27 @@ static void *stop_thread(void *arg)
 	struct hk_daemon *d = j->d;
 	struct hk_guest *g = hk_daemon_pool_guest(d, j->m->guest);
 
-	if (g) {
+	struct hk_vm_result now;
+
+	if (g)
+		hk_vm_result(g->vm, &now);
+	if (g && j->m->boot && j->m->boot != now.boot) {
+		/* About a boot a reboot has replaced: nothing to end. */
+	} else if (g) {
+		const char *why = *j->m->error ? j->m->error : "stopped by the leader";
+
 		if (j->m->type == HK__GUEST__GUEST_TYPE__GUEST_END)
 			hk_vm_end(g->vm, (enum hk_vm_state)j->m->state, j->m->exit_status,
 				  j->m->error);
+		else if (j->m->state == HK_VM_CRASHED)
+			/* A lost node or a failed send may be behind it: a vCPU
+			 * waiting for a page that will not come is released. */
+			hk_vm_stop(g->vm, why);
 		else /* pages keep moving: the guest may be rebooted */
-			hk_vm_halt(g->vm, *j->m->error ? j->m->error : "stopped by the leader",
-				   false);
-		hk_daemon_guest_put(d, g);
+			hk_vm_halt(g->vm, why, false);
 	}
+	if (g)
+		hk_daemon_guest_put(d, g);
 	hk__guest__guest_msg__free_unpacked(j->m, NULL);
 	free(j);
 	job_leave(d);
@@ -614,10 +635,15 @@ static void *reboot_thread(void *arg)
 	if (!g) {
 		snprintf(err, sizeof(err), "no such guest here");
 	} else {
+		/* No vCPU moves in from here on (placement off, arrivals of
+		 * the old boot dropped once the VM is rebuilt). */
+		hk_place_guest(d->pool->place, 0, 0);
+		pthread_rwlock_wrlock(&d->pool->boot_lock);
 		pthread_mutex_lock(&d->lock);
 		hk_vm_set_replicas(g->vm, d->replicas_enabled ? d->replicas : NULL);
 		ret = hk_vm_reboot_prepare(g->vm, &d->kept_pages, err, sizeof(err));
 		pthread_mutex_unlock(&d->lock);
+		pthread_rwlock_unlock(&d->pool->boot_lock);
 	}
 	if (ret) {
 		snprintf(line, sizeof(line), "node %s: %s", d->node->name, err);
@@ -645,8 +671,15 @@ static void *move_thread(void *arg)
 	struct hk_guest *g = hk_daemon_pool_guest(d, j->m->guest);
 	char err[256];
 
+	pthread_rwlock_rdlock(&d->pool->boot_lock);
 	if (g) {
-		if (hk_place_arrive(d->pool->place, g, j->m->vcpu, j->m->vcpu_state.data,
+		struct hk_vm_result now;
+
+		hk_vm_result(g->vm, &now);
+		if (j->m->boot != now.boot) {
+			fprintf(stderr, "hkd[%s]: vCPU %u of boot %u dropped: the guest rebooted\n",
+				d->node->name, j->m->vcpu, j->m->boot);
+		} else if (hk_place_arrive(d->pool->place, g, j->m->vcpu, j->m->vcpu_state.data,
 				    j->m->vcpu_state.len, err, sizeof(err))) {
 			char reason[400];
 
@@ -659,6 +692,7 @@ static void *move_thread(void *arg)
 		}
 		hk_daemon_guest_put(d, g);
 	}
+	pthread_rwlock_unlock(&d->pool->boot_lock);
 	hk__guest__guest_msg__free_unpacked(j->m, NULL);
 	free(j);
 	job_leave(d);
@@ -803,6 +837,14 @@ static void on_peer(void *ctx, unsigned node, bool up, const char *why)
 	 * with the zeros the abort hands it.
 	 */
 	snprintf(reason, sizeof(reason), "node %s is down: %s", d->cfg->nodes[node].name, why);
+	/* A start or reboot waiting for every node's answer: one will not come. */
+	pthread_mutex_lock(&d->pool->lock);
+	if (d->pool->preparing) {
+		d->pool->failed++;
+		snprintf(d->pool->prepare_err, sizeof(d->pool->prepare_err), "%s", reason);
+		pthread_cond_broadcast(&d->pool->cv);
+	}
+	pthread_mutex_unlock(&d->pool->lock);
 	pthread_rwlock_rdlock(&d->pool->mem_lock);
 	if (d->pool->vm)
 		hk_vm_end(d->pool->vm, HK_VM_CRASHED, 0, reason);
@@ -824,6 +866,7 @@ int hk_daemon_pool_start(struct hk_daemon *d, char *err, size_t errlen)
 	}
 	p->d = d;
 	pthread_rwlock_init(&p->mem_lock, NULL);
+	pthread_rwlock_init(&p->boot_lock, NULL);
 	pthread_mutex_init(&p->lock, NULL);
 	{
 		pthread_condattr_t ca; /* deadlines are CLOCK_MONOTONIC */
@@ -878,11 +921,13 @@ void hk_daemon_pool_stop(struct hk_daemon *d)
 		hk_place_stop(p->place);
 		p->place = NULL;
 	}
+	hk_daemon_dev_stop(d);
 	hk_cluster_destroy(d->cluster);
 	d->cluster = NULL;
-	hk_daemon_dev_stop(d);
+	hk_daemon_dev_free(d);
 	if (d->pool) {
 		pthread_rwlock_destroy(&d->pool->mem_lock);
+		pthread_rwlock_destroy(&d->pool->boot_lock);
 		pthread_mutex_destroy(&d->pool->lock);
 		pthread_cond_destroy(&d->pool->cv);
 		pthread_cond_destroy(&d->pool->jobs_cv);
