@@ -73,19 +73,27 @@ bool pool_pinned(struct hk_pool *p, uint64_t frame)
 	return hk_mem_page_flags(p->mem, frame) & POOL_PG_PINNED;
 }
 
+/* Every frame f of the n ranges r, in order (ranges are inside memory). */
+#define FOR_EACH_FRAME(p, r, n, f)                                                                 \
+	for (unsigned i_ = 0; i_ < (n); i_++)                                                      \
+		for (uint64_t f = hk_mem_frame((p)->mem, (r)[i_].gpa),                             \
+			      end_ = hk_mem_frame((p)->mem, (r)[i_].gpa + (r)[i_].len - 1);        \
+		     f <= end_; f++)
+
+static bool exclusive_here(struct hk_pool *p, uint64_t frame)
+{
+	uint8_t fl = hk_mem_page_flags(p->mem, frame);
+
+	return (fl & HK_PG_EXCL) && !(fl & HK_PG_PENDING);
+}
+
 /* First page of the ranges not exclusive here, or UINT64_MAX.  Lock held. */
 static uint64_t first_missing(struct hk_pool *p, const struct hk_mem_range *r, unsigned n)
 {
-	for (unsigned i = 0; i < n; i++) {
-		uint64_t f = hk_mem_frame(p->mem, r[i].gpa);
-		uint64_t end = hk_mem_frame(p->mem, r[i].gpa + r[i].len - 1);
-
-		for (; f <= end; f++) {
-			uint8_t fl = hk_mem_page_flags(p->mem, f);
-
-			if (!(fl & HK_PG_EXCL) || (fl & HK_PG_PENDING))
-				return f;
-		}
+	FOR_EACH_FRAME(p, r, n, f)
+	{
+		if (!exclusive_here(p, f))
+			return f;
 	}
 	return UINT64_MAX;
 }
@@ -94,20 +102,12 @@ static uint64_t first_missing(struct hk_pool *p, const struct hk_mem_range *r, u
  * held: the touches fault; the flags read without it are only a hint). */
 static void touch_missing(struct hk_pool *p, const struct hk_mem_range *r, unsigned n)
 {
-	for (unsigned i = 0; i < n; i++) {
-		uint64_t f = hk_mem_frame(p->mem, r[i].gpa);
-		uint64_t end = hk_mem_frame(p->mem, r[i].gpa + r[i].len - 1);
+	FOR_EACH_FRAME(p, r, n, f)
+	{
+		uint8_t *h = hk_mem_gpa(p->mem, hk_mem_frame_gpa(p->mem, f), 1);
 
-		for (; f <= end; f++) {
-			uint8_t fl = hk_mem_page_flags(p->mem, f);
-
-			uint8_t *h;
-
-			if ((fl & HK_PG_EXCL) && !(fl & HK_PG_PENDING))
-				continue;
-			h = hk_mem_gpa(p->mem, hk_mem_frame_gpa(p->mem, f), 1);
+		if (!exclusive_here(p, f))
 			__atomic_fetch_or(h, 0, __ATOMIC_RELAXED);
-		}
 	}
 }
 
@@ -115,16 +115,12 @@ static void for_each_frame(struct hk_pool *p, const struct hk_mem_range *r, unsi
 {
 	bool woke = false;
 
-	for (unsigned i = 0; i < n; i++) {
-		uint64_t f = hk_mem_frame(p->mem, r[i].gpa);
-		uint64_t end = hk_mem_frame(p->mem, r[i].gpa + r[i].len - 1);
-
-		for (; f <= end; f++) {
-			if (pin)
-				pin_inc(p, f);
-			else if (pin_dec(p, f))
-				woke |= pool_hold_release(p, f);
-		}
+	FOR_EACH_FRAME(p, r, n, f)
+	{
+		if (pin)
+			pin_inc(p, f);
+		else if (pin_dec(p, f))
+			woke |= pool_hold_release(p, f);
 	}
 	if (woke)
 		pthread_cond_signal(&p->hold_cv);
