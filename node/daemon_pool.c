@@ -480,6 +480,17 @@ struct job {
 	Hk__Guest__GuestMsg *m; /* owned */
 };
 
+/* A job thread's last step: its message and itself go, the daemon may stop. */
+static void *job_end(struct job *j)
+{
+	struct hk_daemon *d = j->d;
+
+	hk__guest__guest_msg__free_unpacked(j->m, NULL);
+	free(j);
+	job_leave(d);
+	return NULL;
+}
+
 /* PREPARE, on its own thread: creating a VM reads the kernel file. */
 static void *prepare_thread(void *arg)
 {
@@ -555,10 +566,7 @@ reply:
 		free(g->cmdline);
 		free(g);
 	}
-	hk__guest__guest_msg__free_unpacked(j->m, NULL);
-	free(j);
-	job_leave(d);
-	return NULL;
+	return job_end(j);
 }
 
 static void *run_thread(void *arg)
@@ -579,10 +587,7 @@ static void *run_thread(void *arg)
 		fprintf(stderr, "hkd[%s]: pooled guest running\n", d->node->name);
 		hk_daemon_guest_put(d, g);
 	}
-	hk__guest__guest_msg__free_unpacked(j->m, NULL);
-	free(j);
-	job_leave(d);
-	return NULL;
+	return job_end(j);
 }
 
 /* STOP and END join vCPU threads: never on the progress thread, whose
@@ -614,10 +619,7 @@ static void *stop_thread(void *arg)
 	}
 	if (g)
 		hk_daemon_guest_put(d, g);
-	hk__guest__guest_msg__free_unpacked(j->m, NULL);
-	free(j);
-	job_leave(d);
-	return NULL;
+	return job_end(j);
 }
 
 /* REBOOT: stop the vCPUs placed here and rebuild the VM (no kernel load:
@@ -657,10 +659,7 @@ static void *reboot_thread(void *arg)
 	guest_send(d, LEADER, &r);
 	if (g)
 		hk_daemon_guest_put(d, g);
-	hk__guest__guest_msg__free_unpacked(j->m, NULL);
-	free(j);
-	job_leave(d);
-	return NULL;
+	return job_end(j);
 }
 
 /* VCPU_MOVE: restoring waits for KVM, not for the progress thread. */
@@ -693,10 +692,7 @@ static void *move_thread(void *arg)
 		hk_daemon_guest_put(d, g);
 	}
 	pthread_rwlock_unlock(&d->pool->boot_lock);
-	hk__guest__guest_msg__free_unpacked(j->m, NULL);
-	free(j);
-	job_leave(d);
-	return NULL;
+	return job_end(j);
 }
 
 static void spawn(struct hk_daemon *d, Hk__Guest__GuestMsg *m, void *(*fn)(void *))
