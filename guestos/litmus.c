@@ -1,5 +1,6 @@
 /*
- * litmus [test=mp|sb|sbfence|all] [iters=N] [seed=N] [layout=split|same] [inject=N]
+ * litmus [test=mp|sb|sbfence|all] [iters=N] [seed=N] [layout=split|same]
+ *        [sync=N] [inject=N]
  *
  * Classic x86-TSO litmus tests between vCPU 0 (P0) and vCPU 1 (P1), in
  * ring 3, counting the outcomes of every iteration:
@@ -32,6 +33,17 @@
  * few cycles per side varies the alignment. Outcomes go to per-vCPU
  * arrays that vCPU 0 tallies after every batch of LITMUS_BATCH iterations.
  *
+ * sync=N (default 1) does the handshake only every Nth iteration, and
+ * then, as litmus7 does, every iteration of a batch uses locations of its
+ * own (x[k], y[k]), since the sides no longer agree on when one iteration
+ * ends. Under pooled memory a handshake is a round trip between nodes
+ * (the handshake words change hands), so sync=1 pays several page
+ * transfers per iteration; sync=64 runs a million iterations across nodes
+ * in minutes instead of days. The price is that fewer iterations race
+ * closely; how many did shows in the outcomes only a race produces: mp's
+ * 01 (P1's reads fell between P0's stores) and sb's 11 (both stores came
+ * before both reads).
+ *
  * layout=split (default) puts x and y in different 4 KiB pages (the case
  * where pooled memory can move them independently); layout=same puts them
  * in one page, 64 bytes apart. inject=N is a test hook: every Nth
@@ -52,7 +64,8 @@
 #define LITMUS_BATCH 4096 /* iterations between tallies */
 
 static const char litmus_usage[] =
-    "litmus [test=mp|sb|sbfence|all] [iters=N] [seed=N] [layout=split|same] [inject=N]";
+    "litmus [test=mp|sb|sbfence|all] [iters=N] [seed=N] [layout=split|same] "
+    "[sync=N] [inject=N]";
 
 /* A page each for x and y (layout=split) and for each vCPU's handshake words. */
 struct litmus_page {
@@ -60,6 +73,13 @@ struct litmus_page {
 } __attribute__((aligned(4096)));
 
 static struct litmus_page page_x, page_y;
+
+/*
+ * sync=N > 1: x[k] and y[k] of a batch. split: x[] fills the first half,
+ * y[] the second (8 pages each); same: x[k], y[k] adjacent, in one page.
+ */
+#define ARRAY_PAGES (2 * LITMUS_BATCH * 8 / GUESTOS_PAGE_SIZE)
+static struct litmus_page array[ARRAY_PAGES];
 
 /*
  * vCPU cpu's handshake words go and inj, in a page only it writes: with
@@ -92,6 +112,8 @@ static struct {
 	uint64_t seed;
 	uint64_t inject; /* 0: none */
 	bool same_page;
+	uint64_t sync; /* handshake every sync iterations */
+	bool array;    /* sync > 1: iteration k of a batch uses x[k], y[k] */
 	volatile uint64_t *x, *y;
 } cfg;
 
@@ -260,6 +282,16 @@ static inline uint64_t mix64(uint64_t z)
 	return z ^ (z >> 31);
 }
 
+/* Where iteration k of a batch keeps x and y under sync=N > 1. */
+static volatile uint64_t *array_word(unsigned k, bool is_y)
+{
+	volatile uint64_t *w = &array[0].w[0];
+
+	if (cfg.same_page)
+		return &w[2 * k + is_y];
+	return &w[k + (is_y ? LITMUS_BATCH : 0)];
+}
+
 /* Iterations [first, first + n) on one side (cpu 0 or 1). */
 static void batch_run(const struct litmus_test *t, unsigned cpu, uint64_t first, unsigned n)
 {
@@ -271,9 +303,15 @@ static void batch_run(const struct litmus_test *t, unsigned cpu, uint64_t first,
 		uint64_t v = first + k;
 		bool broken = cfg.inject && v % cfg.inject == 0;
 
-		/* handshake: a plain store, then wait (see the top of the file) */
-		__atomic_store_n(mine, v, __ATOMIC_RELEASE);
-		wait_at_least(other, v);
+		if (cfg.array) {
+			x = array_word(k, false);
+			y = array_word(k, true);
+		}
+		if (v % cfg.sync == 0 || cfg.sync == 1) {
+			/* handshake: a plain store, then wait (see the top of the file) */
+			__atomic_store_n(mine, v, __ATOMIC_RELEASE);
+			wait_at_least(other, v);
+		}
 		for (unsigned d = mix64(key ^ v) & 15; d; d--)
 			__asm__ volatile("" ::: "memory");
 		out[k] = (uint8_t)(broken ? t->broken[cpu] : t->side[cpu])(x, y, v);
@@ -296,6 +334,7 @@ static bool test_run(const struct litmus_test *t, unsigned cpu)
 		/* x, y, go, inj back to 0 so iteration 1 starts from the initial state */
 		*cfg.x = 0;
 		*cfg.y = 0;
+		memset((void *)array, 0, sizeof(array));
 		for (unsigned c = 0; c < 2; c++)
 			*GO(c) = *INJ(c) = 0;
 		memset(counts, 0, sizeof(counts));
@@ -329,9 +368,12 @@ static enum guestos_exit litmus_run(unsigned cpu, unsigned nr)
 	bool ok = true;
 
 	if (cpu == 0)
-		printk("litmus: vCPUs 0 and 1 of %u, x at 0x%lx y at 0x%lx (%s), seed %lu%s\n", nr,
-		       (uint64_t)(uintptr_t)cfg.x, (uint64_t)(uintptr_t)cfg.y,
-		       cfg.same_page ? "same page" : "different pages", cfg.seed,
+		printk("litmus: vCPUs 0 and 1 of %u, x at 0x%lx y at 0x%lx (%s), sync=%lu, seed "
+		       "%lu%s\n",
+		       nr, (uint64_t)(uintptr_t)(cfg.array ? array_word(0, false) : cfg.x),
+		       (uint64_t)(uintptr_t)(cfg.array ? array_word(0, true) : cfg.y),
+		       cfg.same_page ? "same page" : "different pages",
+		       cfg.sync, cfg.seed,
 		       cfg.inject ? ", injecting broken iterations" : "");
 	for (unsigned i = 0; i < NR_TESTS; i++)
 		if (cfg.mask & (1u << i))
@@ -368,6 +410,7 @@ static int litmus_parse(const struct cmdline *cl)
 	cfg.seed = 1;
 	cfg.inject = 0;
 	cfg.same_page = false;
+	cfg.sync = 1;
 	for (unsigned i = 1; i < cl->argc; i++) {
 		const char *a = cl->argv[i], *v;
 
@@ -392,6 +435,10 @@ static int litmus_parse(const struct cmdline *cl)
 				cfg.same_page = true;
 			else
 				return bad_arg(a);
+		} else if ((v = cmdline_value(a, "sync"))) {
+			if (parse_u64(v, &cfg.sync) < 0 || cfg.sync == 0 ||
+			    cfg.sync > LITMUS_BATCH)
+				return bad_arg(a);
 		} else {
 			return bad_arg(a);
 		}
@@ -402,6 +449,7 @@ static int litmus_parse(const struct cmdline *cl)
 		       nr);
 		return -1;
 	}
+	cfg.array = cfg.sync > 1;
 	cfg.x = &page_x.w[0];
 	cfg.y = cfg.same_page ? &page_x.w[8] : &page_y.w[0];
 	return 0;

@@ -397,6 +397,57 @@ Test(guestos, litmus_counts_injected_forbidden_outcomes)
 	cr_expect(!strstr(b.out, "litmus ok"), "output:\n%s", b.out);
 }
 
+/*
+ * sync=64: a handshake every 64 iterations, each iteration on locations
+ * of its own (what makes a million iterations across nodes affordable).
+ * No forbidden outcome in either layout; iterations that raced (mp 01,
+ * sb/sbfence 11) are logged, not required: on a loaded host the two vCPU
+ * threads may not overlap at all.
+ */
+Test(guestos, litmus_sync_every_64_has_no_forbidden_outcome)
+{
+	static struct hk_proc_result b;
+	static const char *const layouts[] = {"split", "same"};
+
+	for (unsigned i = 0; i < 2; i++) {
+		char append[128];
+		struct litmus_result mp, sb, sbf;
+
+		snprintf(append, sizeof(append),
+			 "litmus test=all iters=100000 sync=64 layout=%s guestos.sipi=2",
+			 layouts[i]);
+		boot(&b, kernel_from_env("HK_GUESTOS"), append, "256M", "2");
+		cr_assert_eq(b.status, STATUS_OK, "status %d; output:\n%s", b.status, b.out);
+		cr_expect(strstr(b.out, ", sync=64, seed 1\n"), "output:\n%s", b.out);
+		mp = litmus_of(&b, "mp");
+		sb = litmus_of(&b, "sb");
+		sbf = litmus_of(&b, "sbfence");
+		cr_expect(mp.iters == 100000 && sb.iters == 100000 && sbf.iters == 100000,
+			  "output:\n%s", b.out);
+		cr_expect_eq(mp.bad, 0, "mp forbidden outcomes:\n%s", b.out);
+		cr_expect_eq(sbf.bad, 0, "sbfence forbidden outcomes:\n%s", b.out);
+		cr_expect(strstr(b.out, "\nlitmus ok\n"), "output:\n%s", b.out);
+		cr_log_info("sync=64 layout=%s: raced mp %llu sb %llu sbfence %llu, sb reordered "
+			    "%llu",
+			    layouts[i], mp.outcomes[1], sb.outcomes[3], sbf.outcomes[3], sb.bad);
+	}
+}
+
+/* The counting holds without a handshake per iteration too. */
+Test(guestos, litmus_sync_every_64_counts_injected_forbidden_outcomes)
+{
+	static struct hk_proc_result b;
+
+	boot(&b, kernel_from_env("HK_GUESTOS"),
+	     "litmus iters=20000 sync=64 inject=7 guestos.sipi=2", "256M", "2");
+	cr_assert_eq(b.status, STATUS_WORKLOAD, "status %d; output:\n%s", b.status, b.out);
+	cr_expect_eq(litmus_of(&b, "mp").bad, 20000 / 7, "output:\n%s", b.out);
+	cr_expect_eq(litmus_of(&b, "sbfence").bad, 20000 / 7, "output:\n%s", b.out);
+	cr_expect_geq(litmus_of(&b, "sb").bad, 20000 / 7, "output:\n%s", b.out);
+	cr_expect(strstr(b.out, "\nlitmus FAIL: forbidden outcomes observed\n"), "output:\n%s",
+		  b.out);
+}
+
 Test(guestos, litmus_on_one_vcpu_is_a_one_line_error)
 {
 	static struct hk_proc_result b;
@@ -412,8 +463,9 @@ Test(guestos, litmus_on_one_vcpu_is_a_one_line_error)
 Test(guestos, litmus_bad_argument_is_a_one_line_error)
 {
 	static struct hk_proc_result b;
-	static const char *const bad[] = {"test=dekker",     "iters=0",	 "iters=lots",
-					  "layout=diagonal", "inject=0", "speed=11"};
+	static const char *const bad[] = {"test=dekker",     "iters=0",	  "iters=lots",
+					  "layout=diagonal", "inject=0",  "speed=11",
+					  "sync=0",	     "sync=4097", "sync=often"};
 	char append[128], line[512];
 
 	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
