@@ -148,18 +148,24 @@ static int replica_set(struct hkctl *c, bool enabled, bool clear)
 	return down ? 1 : 0;
 }
 
+/* Every node's status into t (release it); how many did not answer. */
+static unsigned status_each(struct hkctl *c, struct hkctl_node_status *t, unsigned *n)
+{
+	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+	Hk__Ctl__StatusRequest sr = HK__CTL__STATUS_REQUEST__INIT;
+
+	req.req_case = HK__CTL__CTL_REQUEST__REQ_STATUS;
+	req.status = &sr;
+	return each_node(c, t, n, &req, HK__CTL__CTL_RESPONSE__REP_STATUS, "status",
+			 HKCTL_REPLY_TIMEOUT_S);
+}
+
 /* The guest's disk counters and kept pages, summed over every node. */
 static int sum_status(struct hkctl *c, struct run *r)
 {
 	static struct hkctl_node_status t[HK_MAX_NODES];
-	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
-	Hk__Ctl__StatusRequest sr = HK__CTL__STATUS_REQUEST__INIT;
-	unsigned n, down;
+	unsigned n, down = status_each(c, t, &n);
 
-	req.req_case = HK__CTL__CTL_REQUEST__REQ_STATUS;
-	req.status = &sr;
-	down = each_node(c, t, &n, &req, HK__CTL__CTL_RESPONSE__REP_STATUS, "status",
-			 HKCTL_REPLY_TIMEOUT_S);
 	r->bytes_from_disk = r->bytes_from_replicas = r->kept_pages = 0;
 	for (unsigned i = 0; i < n; i++) {
 		const Hk__Ctl__StatusReply *s = t[i].rsp ? t[i].rsp->status : NULL;
@@ -266,15 +272,9 @@ static int drill_run(struct hkctl *c, const char *cmdline, double timeout_s, str
 static int find_disk(struct hkctl *c, const char **disk, uint64_t *index, bool *direct)
 {
 	static struct hkctl_node_status t[HK_MAX_NODES];
-	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
-	Hk__Ctl__StatusRequest sr = HK__CTL__STATUS_REQUEST__INIT;
 	const Hk__Ctl__DiskInfo *found = NULL;
-	unsigned n, down;
+	unsigned n, down = status_each(c, t, &n);
 
-	req.req_case = HK__CTL__CTL_REQUEST__REQ_STATUS;
-	req.status = &sr;
-	down = each_node(c, t, &n, &req, HK__CTL__CTL_RESPONSE__REP_STATUS, "status",
-			 HKCTL_REPLY_TIMEOUT_S);
 	for (unsigned i = 0; i < n && !found; i++) {
 		const Hk__Ctl__StatusReply *s = t[i].rsp ? t[i].rsp->status : NULL;
 
