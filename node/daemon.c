@@ -1,7 +1,9 @@
 /*
  * hkd's control requests: guest lifecycle, console and status for one
  * node.  Every request runs on a control-server thread; the daemon lock
- * guards which guest is current, never a running guest itself.
+ * guards which guest is current, never a running guest itself, and is
+ * never held while waiting for another node: a pooled start or reboot
+ * marks the daemon busy (daemon.h) and waits without it.
  */
 #include <errno.h>
 #include <signal.h>
@@ -101,6 +103,22 @@ static void console_sink(void *ctx, const char *buf, size_t len)
 	hk_console_append(ctx, buf, len);
 }
 
+/* d->lock held: a start or reboot of g begins; it ends with busy_end. */
+static void busy_begin(struct hk_daemon *d, enum hk_daemon_busy what, struct hk_guest *g)
+{
+	d->busy = what;
+	d->busy_guest = g;
+	d->busy_since_ns = hk_now_ns();
+}
+
+/* d->lock held. */
+static void busy_end(struct hk_daemon *d)
+{
+	d->busy = HK_DAEMON_IDLE;
+	d->busy_guest = NULL;
+	pthread_cond_broadcast(&d->busy_cv);
+}
+
 static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest *req,
 			   Hk__Ctl__CtlResponse *rsp)
 {
@@ -114,7 +132,6 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		.vcpus = d->cfg->vcpus,
 		.console = console_sink,
 		.console_ctx = &d->console,
-		.replicas = d->replicas_enabled ? d->replicas : NULL,
 		.node_id = d->node_id,
 	};
 	struct hk_guest *g, *old = NULL;
@@ -137,13 +154,23 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 	g->refs = 1;
 	g->kernel = strdup(kernel);
 	g->cmdline = strdup(cmdline);
+	if (!g->kernel || !g->cmdline) {
+		reply_error(rsp, "guest start: out of memory");
+		goto fail;
+	}
 
 	/* Hold the lock across creation so two starts cannot race; creating
-	 * memory and loading the kernel take milliseconds, not seconds. */
+	 * memory and loading the kernel take milliseconds, not seconds.  Only
+	 * the wait for the other nodes of a cluster runs without it. */
 	pthread_mutex_lock(&d->lock);
 	if (d->shutting_down) {
 		pthread_mutex_unlock(&d->lock);
 		reply_error(rsp, "guest start: daemon is shutting down");
+		goto fail;
+	}
+	if (d->busy) {
+		pthread_mutex_unlock(&d->lock);
+		reply_error(rsp, "guest start: " HK_DAEMON_BUSY_MSG);
 		goto fail;
 	}
 	if (d->guest) {
@@ -162,10 +189,17 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 	hk_replica_clear(d->replicas);
 	d->kept_pages = 0;
 	if (d->cluster) {
-		/* Every other node makes its share first (daemon_pool.c). */
+		/* Every other node makes its share first (daemon_pool.c), which
+		 * can take up to 30 s: wait without the lock, busy keeps other
+		 * starts, reboots and stops out, and d->guest (the old guest,
+		 * stopped above) stays as it is until this start ends. */
+		busy_begin(d, HK_DAEMON_STARTING, g);
+		pthread_mutex_unlock(&d->lock);
 		ret = hk_daemon_pool_prepare(d, kernel, cmdline, &pc, &vc.start_parked, err,
 					     sizeof(err));
+		pthread_mutex_lock(&d->lock);
 		if (ret) {
+			busy_end(d);
 			pthread_mutex_unlock(&d->lock);
 			reply_error(rsp, "guest start: %s", err);
 			goto fail;
@@ -174,6 +208,8 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		g->pool_guest = pc.guest;
 		g->daemon = d;
 	}
+	/* Read now: hkctl replica set may have run during the wait. */
+	vc.replicas = d->replicas_enabled ? d->replicas : NULL;
 	ret = hk_vm_create(&vc, &g->vm, err, sizeof(err));
 	if (ret == 0 && d->cluster) {
 		/* From here the other nodes and a watcher thread know this
@@ -188,12 +224,16 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		ret = hk_vm_start(g->vm);
 	}
 	if (ret && !(d->cluster && g->vm)) {
+		if (d->cluster) /* every other node made its share: drop it */
+			hk_daemon_pool_abandon(d, pc.guest, "guest start failed on the first node");
+		busy_end(d);
 		pthread_mutex_unlock(&d->lock);
 		reply_error(rsp, "guest start: %s", ret == -EALREADY ? "already started" : err);
 		goto fail;
 	}
 	old = d->guest;
 	d->guest = g;
+	busy_end(d);
 	pthread_mutex_unlock(&d->lock);
 	if (old)
 		guest_put(d, old);
@@ -217,9 +257,21 @@ fail:
 
 static void do_guest_stop(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 {
-	struct hk_guest *g = guest_get(d);
 	struct hk_vm_result r;
+	struct hk_guest *g;
 
+	/* A start or reboot in progress owns the guest until it ends (at
+	 * most the 30 s wait for the other nodes): stop it after that. */
+	pthread_mutex_lock(&d->lock);
+	if (d->busy) {
+		pthread_mutex_unlock(&d->lock);
+		reply_error(rsp, "guest stop: " HK_DAEMON_BUSY_MSG " (stop it when that ends)");
+		return;
+	}
+	g = d->guest;
+	if (g)
+		g->refs++;
+	pthread_mutex_unlock(&d->lock);
 	if (!g) {
 		reply_error(rsp, "guest stop: no guest has been started");
 		return;
@@ -237,22 +289,46 @@ static void do_guest_stop(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 
 static void do_guest_reboot(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 {
-	struct hk_guest *g = guest_get(d);
 	struct hk_vm_result r;
+	struct hk_guest *g;
+	uint64_t kept;
 	char err[256];
 	int ret;
 
+	pthread_mutex_lock(&d->lock);
+	if (d->shutting_down) {
+		pthread_mutex_unlock(&d->lock);
+		reply_error(rsp, "guest reboot: daemon is shutting down");
+		return;
+	}
+	if (d->busy) {
+		pthread_mutex_unlock(&d->lock);
+		reply_error(rsp, "guest reboot: " HK_DAEMON_BUSY_MSG);
+		return;
+	}
+	g = d->guest;
 	if (!g) {
+		pthread_mutex_unlock(&d->lock);
 		reply_error(rsp, "guest reboot: no guest has been started");
 		return;
 	}
-	pthread_mutex_lock(&d->lock);
+	g->refs++;
+	kept = d->kept_pages; /* stays if the reboot fails before counting */
 	hk_console_reset(&d->console);
-	hk_vm_set_replicas(g->vm, d->replicas_enabled ? d->replicas : NULL);
-	if (d->cluster)
-		ret = hk_daemon_pool_reboot(d, g, &d->kept_pages, err, sizeof(err));
-	else
-		ret = hk_vm_reboot(g->vm, &d->kept_pages, err, sizeof(err));
+	if (d->cluster) {
+		/* Every node rebuilds first: up to 30 s, waited for without
+		 * the lock (hk_daemon_pool_reboot takes it for the rebuild). */
+		busy_begin(d, HK_DAEMON_REBOOTING, g);
+		pthread_mutex_unlock(&d->lock);
+		ret = hk_daemon_pool_reboot(d, g, &kept, err, sizeof(err));
+		pthread_mutex_lock(&d->lock);
+		busy_end(d);
+	} else {
+		/* One node waits for nobody: milliseconds, under the lock. */
+		hk_vm_set_replicas(g->vm, d->replicas_enabled ? d->replicas : NULL);
+		ret = hk_vm_reboot(g->vm, &kept, err, sizeof(err));
+	}
+	d->kept_pages = kept;
 	pthread_mutex_unlock(&d->lock);
 	if (ret) {
 		reply_error(rsp, "guest reboot: %s", err);
@@ -260,23 +336,31 @@ static void do_guest_reboot(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 		return;
 	}
 	fprintf(stderr, "hkd[%s]: guest rebooted, %llu replica frames kept\n", d->node->name,
-		(unsigned long long)d->kept_pages);
+		(unsigned long long)kept);
 	hk_vm_result(g->vm, &r);
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_GUEST;
 	rsp->guest = guest_info(g, &r);
 	guest_put(d, g);
 }
 
+/* A guest runs, or a start or reboot is making one run. */
 static bool guest_running(struct hk_daemon *d)
 {
-	struct hk_guest *g = guest_get(d);
 	struct hk_vm_result r = {0};
+	struct hk_guest *g;
+	bool busy;
 
+	pthread_mutex_lock(&d->lock);
+	busy = d->busy != HK_DAEMON_IDLE;
+	g = d->guest;
+	if (g)
+		g->refs++;
+	pthread_mutex_unlock(&d->lock);
 	if (g) {
 		hk_vm_result(g->vm, &r);
 		guest_put(d, g);
 	}
-	return r.state == HK_VM_RUNNING;
+	return busy || r.state == HK_VM_RUNNING;
 }
 
 static void do_replica_set(struct hk_daemon *d, const Hk__Ctl__ReplicaSetRequest *req,
@@ -501,7 +585,9 @@ static void daemon_rsp_free(void *ctx, Hk__Ctl__CtlResponse *rsp)
 /*
  * Called by the control server once no new request can arrive: refuse
  * further starts and stop the guest, which wakes every control thread in
- * guest wait so the server can join it.
+ * guest wait so the server can join it.  A start or reboot waiting for
+ * the other nodes gives up at once (hk_daemon_pool_cancel); the guest is
+ * stopped once it has ended, so that it is not rebuilt under the stop.
  */
 static void daemon_shutdown(void *ctx)
 {
@@ -509,7 +595,12 @@ static void daemon_shutdown(void *ctx)
 	struct hk_guest *g;
 
 	pthread_mutex_lock(&d->lock);
-	d->shutting_down = true;
+	d->shutting_down = true; /* no busy begins from here on */
+	pthread_mutex_unlock(&d->lock);
+	hk_daemon_pool_cancel(d);
+	pthread_mutex_lock(&d->lock);
+	while (d->busy != HK_DAEMON_IDLE)
+		pthread_cond_wait(&d->busy_cv, &d->lock);
 	pthread_mutex_unlock(&d->lock);
 	g = guest_get(d);
 	if (g) {
@@ -546,6 +637,7 @@ int hk_daemon_run(const struct hk_config *cfg, const char *node_name)
 	d->start_ns = hk_now_ns();
 	d->node_id = (uint16_t)(d->node - cfg->nodes);
 	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->busy_cv, NULL);
 	hk_console_init(&d->console);
 	d->replicas_enabled = cfg->replicas;
 	if (hk_replica_create(&d->replicas)) {

@@ -45,6 +45,21 @@ struct hk_guest {
 	struct hk_daemon *daemon; /* pooled: for the console forwarder */
 };
 
+/*
+ * A guest start or reboot of a pooled guest in progress on the leader.  It
+ * waits for every other node's answer (up to 30 s) without d->lock, so
+ * status, nodes and replica requests answer meanwhile; this state, under
+ * d->lock, keeps a second start, reboot or stop out until it ends.
+ */
+enum hk_daemon_busy {
+	HK_DAEMON_IDLE = 0,
+	HK_DAEMON_STARTING,  /* waiting for every node's PREPARED */
+	HK_DAEMON_REBOOTING, /* waiting for every node's REBOOTED */
+};
+
+/* The one-line error a request gets while a start or reboot is in progress. */
+#define HK_DAEMON_BUSY_MSG "a start or reboot is already in progress"
+
 /* A disk this node serves; ids are the disk's index in the config. */
 struct hk_daemon_disk {
 	const struct hk_disk_conf *conf;
@@ -66,8 +81,23 @@ struct hk_daemon {
 	bool replicas_enabled; /* for the next boot */
 	uint64_t kept_pages;   /* by the last reboot */
 
-	pthread_mutex_t lock; /* guards guest and shutting_down */
+	/*
+	 * Guards guest, busy*, shutting_down, kept_pages and
+	 * replicas_enabled; never a running guest itself.  Never held
+	 * across a wait for another node.  Lock order, outermost first:
+	 *   pool boot_lock -> d->lock -> pool lock, pool mem_lock,
+	 *   console lock, a VM's own locks
+	 * A rebuild for a reboot (hk_vm_reboot_prepare) runs under d->lock,
+	 * so hkctl status reads a VM's counters under it too.
+	 */
+	pthread_mutex_t lock;
 	struct hk_guest *guest;
+	enum hk_daemon_busy busy;
+	/* STARTING: the guest being made (not yet d->guest), for status;
+	 * REBOOTING: d->guest.  Owned by the busy control thread. */
+	struct hk_guest *busy_guest;
+	uint64_t busy_since_ns;
+	pthread_cond_t busy_cv; /* busy went back to IDLE */
 	bool shutting_down;
 
 	struct hk_console console;
@@ -88,17 +118,26 @@ struct hk_guest *hk_daemon_guest_get(struct hk_daemon *d);
 Hk__Ctl__GuestInfo *hk_daemon_guest_info(struct hk_guest *g, const struct hk_vm_result *r);
 
 /* daemon_pool.c: a guest over the nodes of a cluster */
-/* Leader, hkctl guest start: every other node creates its share of the
- * guest; fills the pool config and parked vCPUs of the leader's own VM. */
+/* Leader, hkctl guest start, d->lock not held (d->busy STARTING): every
+ * other node creates its share of the guest; fills the pool config and
+ * parked vCPUs of the leader's own VM.  Waits up to 30 s for the answers. */
 int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *cmdline,
 			   struct hk_pool_config *pc, uint64_t *parked, char *err, size_t errlen);
 /* Leader, after creating its VM (g->pool_guest set), d->lock held: let
  * everyone run. */
 int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_t errlen);
-/* Leader, hkctl guest reboot, d->lock held: reboot on every node, memory
- * kept; *kept counts this node's replica pages. */
+/* Leader, hkctl guest reboot, d->lock not held (d->busy REBOOTING): reboot
+ * on every node, memory kept; *kept counts this node's replica pages.
+ * Waits up to 30 s for the answers without d->lock, then takes it for the
+ * rebuild and the run. */
 int hk_daemon_pool_reboot(struct hk_daemon *d, struct hk_guest *g, uint64_t *kept, char *err,
 			  size_t errlen);
+/* Leader: a guest every node prepared will not run (the leader's own VM
+ * could not be made): every other node drops its share. */
+void hk_daemon_pool_abandon(struct hk_daemon *d, uint64_t guest, const char *why);
+/* Daemon shutdown: a start or reboot waiting for answers gives up now
+ * ("daemon is shutting down"), later ones at once.  No lock held. */
+void hk_daemon_pool_cancel(struct hk_daemon *d);
 /* A guest message (proto/guest.proto) to node; 0 or -errno. */
 int hk_daemon_pool_send(struct hk_daemon *d, unsigned node, const Hk__Guest__GuestMsg *m);
 /* The current guest, with a reference, if it is pooled generation `guest`. */

@@ -44,13 +44,17 @@ struct hk_daemon_pool {
 	uint64_t guest;
 	struct hk_vm *vm; /* mem's VM once created: a lost peer ends it */
 
-	/* Leader: answers to a PREPARE. */
+	/* Leader: answers to a PREPARE or REBOOT.  One ask at a time: the
+	 * daemon's busy state (under d->lock) admits one start or reboot.
+	 * The asker waits on cv without d->lock; answers, a lost node and
+	 * shutdown (cancelled) wake it. */
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
 	uint64_t preparing; /* guest asked */
 	int asked;	    /* PREPARE or REBOOT: the answer counted */
 	unsigned prepared, failed;
 	char prepare_err[256];
+	bool cancelled; /* the daemon is shutting down: no more waits */
 
 	struct hk_place *place;
 	/* Written while a reboot rebuilds this node's VM; read by a vCPU
@@ -325,8 +329,10 @@ static int not_leader(struct hk_daemon *d, const char *what, char *err, size_t e
 
 /*
  * Send m (PREPARE or REBOOT of guest) to every other node and wait for each
- * answer (PREPARED / REBOOTED, on_answer).  0, or -errno with the first
- * error or the nodes that did not answer in err.
+ * answer (PREPARED / REBOOTED, on_prepared).  0, or -errno with the first
+ * error or the nodes that did not answer in err.  Called without d->lock:
+ * the wait can last POOL_PREPARE_MS, and on_peer (a node lost) or
+ * hk_daemon_pool_cancel (shutdown) end it early.
  */
 static int ask_all(struct hk_daemon *d, Hk__Guest__GuestMsg *m, const char *doing, char *err,
 		   size_t errlen)
@@ -341,9 +347,13 @@ static int ask_all(struct hk_daemon *d, Hk__Guest__GuestMsg *m, const char *doin
 	p->asked = m->type;
 	p->prepared = p->failed = 0;
 	p->prepare_err[0] = 0;
+	if (p->cancelled) {
+		snprintf(err, errlen, "daemon is shutting down");
+		ret = -ESHUTDOWN;
+	}
 	pthread_mutex_unlock(&p->lock);
 
-	for (unsigned n = 1; n < d->cfg->n_nodes; n++) {
+	for (unsigned n = 1; !ret && n < d->cfg->n_nodes; n++) {
 		ret = guest_send(d, n, m);
 		if (ret) {
 			snprintf(err, errlen, "node %s: %s", d->cfg->nodes[n].name,
@@ -354,7 +364,7 @@ static int ask_all(struct hk_daemon *d, Hk__Guest__GuestMsg *m, const char *doin
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += POOL_PREPARE_MS / 1000;
 	pthread_mutex_lock(&p->lock);
-	while (!ret && p->prepared + p->failed < peers &&
+	while (!ret && !p->cancelled && p->prepared + p->failed < peers &&
 	       pthread_cond_timedwait(&p->cv, &p->lock, &until) != ETIMEDOUT)
 		;
 	if (ret) {
@@ -362,6 +372,9 @@ static int ask_all(struct hk_daemon *d, Hk__Guest__GuestMsg *m, const char *doin
 	} else if (p->failed) {
 		snprintf(err, errlen, "%s", p->prepare_err);
 		ret = -EIO;
+	} else if (p->cancelled && p->prepared < peers) {
+		snprintf(err, errlen, "daemon is shutting down");
+		ret = -ESHUTDOWN;
 	} else if (p->prepared < peers) {
 		snprintf(err, errlen, "%u of %u nodes did not %s the guest within %d s",
 			 peers - p->prepared, peers, doing, POOL_PREPARE_MS / 1000);
@@ -388,21 +401,42 @@ int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *
 	m.memory = hk_config_guest_memory(d->cfg);
 	m.vcpus = d->cfg->vcpus;
 	ret = ask_all(d, &m, "prepare", err, errlen);
-	if (ret) {
-		guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_STOP, guest);
-		m.error = "guest start failed";
-		broadcast(d, &m);
-	}
+	if (ret)
+		hk_daemon_pool_abandon(d, guest, "guest start failed");
 	return ret;
 }
 
+void hk_daemon_pool_abandon(struct hk_daemon *d, uint64_t guest, const char *why)
+{
+	Hk__Guest__GuestMsg m;
+
+	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_STOP, guest);
+	m.error = (char *)why;
+	broadcast(d, &m);
+}
+
+void hk_daemon_pool_cancel(struct hk_daemon *d)
+{
+	if (!d->pool)
+		return;
+	pthread_mutex_lock(&d->pool->lock);
+	d->pool->cancelled = true;
+	pthread_cond_broadcast(&d->pool->cv);
+	pthread_mutex_unlock(&d->pool->lock);
+}
+
 /*
- * Guest reboot over every node, d->lock held.  The leader's vCPUs stop
- * first, then every other node stops its vCPUs and rebuilds its VM
- * (REBOOT / REBOOTED): only then does the leader load the kernel again, so
- * no vCPU of the old boot writes over the new one.  Pooled memory stays as
- * it is (hk_vm_reboot_prepare), replica pages with it.  Then RUN, as at a
- * start.  A failure ends the guest on every node.
+ * Guest reboot over every node.  The leader's vCPUs stop first, then every
+ * other node stops its vCPUs and rebuilds its VM (REBOOT / REBOOTED): only
+ * then does the leader load the kernel again, so no vCPU of the old boot
+ * writes over the new one.  Pooled memory stays as it is
+ * (hk_vm_reboot_prepare), replica pages with it.  Then RUN, as at a start.
+ * A failure ends the guest on every node.
+ *
+ * Called without d->lock, with d->busy REBOOTING and a reference on g: the
+ * wait for the other nodes runs without it (hkctl status answers), the
+ * rebuild and the run under it (status reads the VM's devices under it).
+ * Locks: boot_lock, then d->lock (the order of reboot_thread too).
  */
 int hk_daemon_pool_reboot(struct hk_daemon *d, struct hk_guest *g, uint64_t *kept, char *err,
 			  size_t errlen)
@@ -422,8 +456,18 @@ int hk_daemon_pool_reboot(struct hk_daemon *d, struct hk_guest *g, uint64_t *kep
 	hk_vm_halt(g->vm, "rebooting", true);
 	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_REBOOT, g->pool_guest);
 	ret = ask_all(d, &m, "reboot", err, errlen);
-	if (!ret)
+	pthread_mutex_lock(&d->lock);
+	/* busy keeps starts out and the leader never takes a PREPARE, so g
+	 * is still current; a broken promise must not rebuild a stale VM. */
+	if (!ret && d->guest != g) {
+		snprintf(err, errlen, "the guest was replaced during the reboot");
+		ret = -ESTALE;
+	}
+	if (!ret) {
+		/* hkctl replica set may have run during the wait: it applies. */
+		hk_vm_set_replicas(g->vm, d->replicas_enabled ? d->replicas : NULL);
 		ret = hk_vm_reboot_prepare(g->vm, kept, err, errlen);
+	}
 	pthread_rwlock_unlock(&d->pool->boot_lock);
 	if (!ret)
 		ret = hk_daemon_pool_run(d, g, err, errlen);
@@ -431,13 +475,13 @@ int hk_daemon_pool_reboot(struct hk_daemon *d, struct hk_guest *g, uint64_t *kep
 		ret = hk_vm_start(g->vm);
 	if (ret) {
 		hk_vm_end(g->vm, HK_VM_CRASHED, 0, err);
-		guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_STOP, g->pool_guest);
-		m.error = err;
-		broadcast(d, &m);
+		hk_daemon_pool_abandon(d, g->pool_guest, err);
 	}
+	pthread_mutex_unlock(&d->lock);
 	return ret;
 }
 
+/* d->lock held (guest start and reboot on the leader). */
 int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_t errlen)
 {
 	Hk__Guest__GuestMsg m;
@@ -590,8 +634,12 @@ static void *run_thread(void *arg)
 	return job_end(j);
 }
 
-/* STOP and END join vCPU threads: never on the progress thread, whose
- * deliveries those vCPUs may be waiting for. */
+/*
+ * STOP and END join vCPU threads: never on the progress thread, whose
+ * deliveries those vCPUs may be waiting for.  The boot is read and acted on
+ * under boot_lock, so news about a boot a reboot is replacing (the leader
+ * waits for REBOOTED without d->lock) cannot end the new boot.
+ */
 static void *stop_thread(void *arg)
 {
 	struct job *j = arg;
@@ -600,6 +648,7 @@ static void *stop_thread(void *arg)
 
 	struct hk_vm_result now;
 
+	pthread_rwlock_rdlock(&d->pool->boot_lock);
 	if (g)
 		hk_vm_result(g->vm, &now);
 	if (g && j->m->boot && j->m->boot != now.boot) {
@@ -617,6 +666,7 @@ static void *stop_thread(void *arg)
 		else /* pages keep moving: the guest may be rebooted */
 			hk_vm_halt(g->vm, why, false);
 	}
+	pthread_rwlock_unlock(&d->pool->boot_lock);
 	if (g)
 		hk_daemon_guest_put(d, g);
 	return job_end(j);

@@ -3,7 +3,8 @@
  * itself, its guest (or its share of a pooled guest) and the cluster.
  * Both run on a control-server thread and only take snapshots: the
  * daemon lock for the current guest, the cluster's and pool's own locks
- * for their counters.
+ * for their counters.  The daemon lock is never held across a wait for
+ * another node, so status answers while a pooled start or reboot waits.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,11 +59,58 @@ static void status_pool(struct hk_daemon *d, Hk__Ctl__StatusReply *s)
 	hk_daemon_dev_stats(d, &s->device_forwards, &s->device_served);
 }
 
+/*
+ * A start or reboot in progress (d->lock held): the guest as status shows
+ * it.  A start has no VM yet: state none with the new kernel; a reboot's
+ * VM is stopped for it.  The reason says what it waits for.
+ */
+static Hk__Ctl__GuestInfo *busy_info(struct hk_daemon *d, struct hk_guest *g,
+				     const struct hk_vm_result *r)
+{
+	bool starting = d->busy == HK_DAEMON_STARTING;
+	Hk__Ctl__GuestInfo *gi = hk_daemon_guest_info(starting ? NULL : g, r);
+	char reason[160];
+
+	if (!gi)
+		return NULL;
+	snprintf(reason, sizeof(reason), "%s: waiting for every node to %s its share (%.1f s)",
+		 starting ? "starting" : "rebooting", starting ? "prepare" : "rebuild",
+		 (hk_now_ns() - d->busy_since_ns) / 1e9);
+	if (gi->reason && gi->reason != protobuf_c_empty_string)
+		free(gi->reason);
+	gi->reason = strdup(reason);
+	if (starting) {
+		gi->kernel = strdup(d->busy_guest->kernel);
+		gi->cmdline = strdup(d->busy_guest->cmdline);
+	}
+	return gi;
+}
+
 void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 {
 	Hk__Ctl__StatusReply *s = calloc(1, sizeof(*s));
-	struct hk_guest *g = hk_daemon_guest_get(d);
+	Hk__Ctl__GuestInfo *busy = NULL;
 	struct hk_vm_result r = {0};
+	struct hk_vm_stats st;
+	struct hk_guest *g;
+	uint64_t kept;
+	bool enabled;
+
+	/* One snapshot under d->lock: the current guest, a start or reboot
+	 * in progress, and the VM's counters (a reboot's rebuild frees the
+	 * devices they are read from, and runs under d->lock). */
+	pthread_mutex_lock(&d->lock);
+	g = d->guest;
+	if (g) {
+		g->refs++;
+		hk_vm_result(g->vm, &r);
+		hk_vm_get_stats(g->vm, &st);
+	}
+	if (d->busy != HK_DAEMON_IDLE && s)
+		busy = busy_info(d, g, &r);
+	kept = d->kept_pages;
+	enabled = d->replicas_enabled;
+	pthread_mutex_unlock(&d->lock);
 
 	if (!s) {
 		hk_daemon_reply_error(rsp, "status: out of memory");
@@ -76,14 +124,10 @@ void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 	s->pid = (uint32_t)getpid();
 	s->uptime_ms = (hk_now_ns() - d->start_ns) / 1000000;
 	s->console_bytes = hk_console_total(&d->console);
-	s->replicas_enabled = d->replicas_enabled;
-	s->kept_pages = d->kept_pages;
+	s->replicas_enabled = enabled;
+	s->kept_pages = kept;
 	status_disks(d, s);
 	if (g) {
-		struct hk_vm_stats st;
-
-		hk_vm_result(g->vm, &r);
-		hk_vm_get_stats(g->vm, &st);
 		s->resident_pages = st.mem.resident_pages;
 		s->uffd_faults = st.mem.faults;
 		s->vcpu_exits = st.vcpu_exits;
@@ -93,7 +137,7 @@ void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 		s->tsc_khz = hk_vm_tsc_khz(g->vm);
 	}
 	status_pool(d, s);
-	s->guest = hk_daemon_guest_info(g, &r);
+	s->guest = busy ? busy : hk_daemon_guest_info(g, &r);
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_STATUS;
 	rsp->status = s;
 out:

@@ -44,6 +44,14 @@ void hkctl_print_json(json_t *j)
 
 void hkctl_print_guest(const Hk__Ctl__GuestInfo *g)
 {
+	if (g && g->state == HK__CTL__GUEST_STATE__GUEST_NONE && *g->reason) {
+		/* a pooled start waiting for every node: no VM yet */
+		printf("guest         none yet\n");
+		printf("reason        %s\n", g->reason);
+		printf("kernel        %s\n", g->kernel);
+		printf("cmdline       %s\n", g->cmdline);
+		return;
+	}
 	if (!g || g->state == HK__CTL__GUEST_STATE__GUEST_NONE) {
 		printf("guest         none started\n");
 		return;

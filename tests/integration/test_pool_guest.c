@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hk_test.h"
@@ -288,5 +290,61 @@ Test(pool_guest, restart_drill_over_three_nodes_reads_from_replicas)
 	cr_assert_eq(json_integer_value(json_object_get(j, "kept_pages")), 4096, "%s", r.out);
 	cr_assert(strstr(r.err, "n2: 4096 pages checked, 0 mismatches"), "%s", r.err);
 	json_decref(j);
+	hk_proc_result_free(&r);
+}
+
+/*
+ * A pooled reboot waits for every node's REBOOTED without the leader's
+ * daemon lock: with n3 silent (SIGSTOP) the wait lasts until n3 is found
+ * down (5 s of silence), and meanwhile status on n1 answers at once and
+ * says the guest is rebooting, and a second reboot is refused on one line.
+ */
+Test(pool_guest, status_answers_while_a_reboot_waits_for_a_silent_node)
+{
+	struct hk_proc_result r = {0};
+	char log[160], *argv[] = {hkctl, "--config", conf, "guest", "reboot", NULL};
+	bool seen = false;
+	pid_t n3, bg;
+	int st;
+
+	up();
+	ctl(&r, 60, "guest", "start", "--cmdline", "memtest size=16M passes=1000");
+	cr_assert_eq(r.status, 0, "guest start: %s", r.err);
+	sleep(5);
+	n3 = node_pid("n3");
+	cr_assert_gt(n3, 0);
+	kill(n3, SIGSTOP);
+	snprintf(log, sizeof(log), "%s/reboot.out", dir);
+	bg = hk_spawn(argv, log);
+	cr_assert_gt(bg, 0);
+	for (int i = 0; i < 100 && !seen; i++) {
+		json_error_t jerr;
+		time_t t0 = time(NULL);
+		const char *reason;
+		json_t *j;
+
+		ctl(&r, 60, "--node", "n1", "status", "--json");
+		cr_assert_eq(r.status, 0, "status: %s", r.err);
+		/* The wait is at least 5 s: an answer queued behind it is slower. */
+		cr_assert_leq(time(NULL) - t0, 4, "status on n1 took %ld s",
+			      (long)(time(NULL) - t0));
+		j = json_loads(r.out, 0, &jerr);
+		cr_assert_not_null(j, "status --json: %s", jerr.text);
+		reason = json_string_value(json_object_get(json_object_get(j, "guest"), "reason"));
+		seen = reason && strstr(reason, "rebooting: waiting for every node");
+		json_decref(j);
+		if (!seen)
+			usleep(100 * 1000);
+	}
+	cr_assert(seen, "status on n1 never showed the reboot in progress: %s", r.out);
+	ctl(&r, 60, "guest", "reboot", NULL, NULL);
+	cr_assert_eq(r.status, 1, "a second reboot: %s%s", r.out, r.err);
+	cr_assert(strstr(r.err, "guest reboot: a start or reboot is already in progress"), "%s",
+		  r.err);
+	cr_assert_eq(hk_lines(r.err), 1, "%s", r.err);
+	/* n3 is found down: the reboot fails with that reason. */
+	cr_assert_eq(waitpid(bg, &st, 0), bg);
+	kill(n3, SIGCONT);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "reboot with n3 silent: %#x", st);
 	hk_proc_result_free(&r);
 }
