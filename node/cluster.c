@@ -2,11 +2,23 @@
  * Cluster membership and ordered node-to-node messages over one libfabric
  * RDM endpoint (node/fabric.c).  See cluster.h for the contract.
  *
- * Threads: one progress thread owns the fabric endpoint (FI_THREAD_DOMAIN).
- * hk_cluster_send, from any thread, appends a copy to the peer's queue under
- * c->lock and wakes the progress thread through an eventfd; the progress
+ * Threads: one progress thread drives the fabric endpoint (FI_THREAD_DOMAIN:
+ * every fabric call is made under c->fab_lock, which the progress thread
+ * holds except while it sleeps).  hk_cluster_send, from another thread,
+ * posts the message itself when the endpoint is free and nothing is queued
+ * to that peer ("direct send"): it reaps its own send completion and wakes
+ * the progress thread only if something else turned up or the send did not
+ * complete at once.  Otherwise it appends a copy to the peer's queue under
+ * c->lock and wakes the progress thread through an eventfd.  The progress
  * thread splices queues, posts sends, reads completions, runs callbacks
- * (without the lock held), and sleeps in hk_fabric_wait when idle.
+ * (without c->lock held), and sleeps in hk_fabric_wait when idle; a send
+ * from one of its callbacks only queues (no eventfd write: the same pass
+ * posts it).
+ *
+ * Why direct sends: on a remote page fault the fault thread's request used
+ * to wait for an eventfd write, a wake-up of the sleeping progress thread
+ * and its pass over the queues (~35 us of CPU on a shared 2-vCPU host, on
+ * the critical path) before it left; see docs/benchmarks.md, P3.
  * With HK_CLUSTER_SPIN_US set (default off), after any completion or post
  * it keeps polling the CQ (yielding between polls) that long before it
  * sleeps: a reply usually comes within one round trip, and catching it by
@@ -52,6 +64,7 @@
 #define DROP_LOG_MAX	100	      /* log lines for dropped messages per cluster */
 #define CLUSTER_ERR_LEN 256
 #define PROGRESS_BATCH	HK_FABRIC_CQ_BATCH
+#define HANDOFF_MAX	HK_FABRIC_CQ_BATCH
 #define EAGAIN_RETRY_MS 1 /* a post got -FI_EAGAIN: look again this soon */
 /* Default of HK_CLUSTER_SPIN_US: off.  On a host whose cores are all busy a
  * polling thread loses the wake-up preemption a sleeping one gets: with a
@@ -105,7 +118,7 @@ struct cl_peer {
 	bool down;
 	bool mismatch;
 	uint64_t their_digest;
-	/* sender side: queue under c->lock, pending list progress-thread only */
+	/* sender side: queue under c->lock, pending list under c->fab_lock */
 	struct cl_msg *q_head, *q_tail;
 	size_t q_bytes;
 	uint32_t tx_seq;
@@ -115,7 +128,7 @@ struct cl_peer {
 	struct cl_held *held;
 	unsigned hello_inflight;
 	uint64_t hello_sent_ns;
-	unsigned inflight; /* posted, not completed (SEND_WINDOW) */
+	unsigned inflight; /* posted, not completed (SEND_WINDOW); c->fab_lock */
 };
 
 struct cl_rx {
@@ -145,9 +158,16 @@ struct hk_cluster {
 	hk_cluster_peer_fn on_peer;
 	void *on_peer_ctx;
 
-	/* progress thread only */
+	/* the endpoint and what is posted on it: see the top of the file */
+	pthread_mutex_t fab_lock;
 	struct cl_msg *inflight; /* posted sends, doubly linked */
 	unsigned n_inflight;
+	/* completions a direct send read that are the progress thread's work */
+	struct hk_fabric_cqe handoff[HANDOFF_MAX];
+	unsigned n_handoff;
+
+	/* progress thread only */
+	bool again; /* a callback queued a message after this pass drained */
 	struct cl_rx rx[RX_BUFS];
 	uint8_t *rx_pool;
 	struct hk_fabric_mr rx_mr;
@@ -316,9 +336,22 @@ static void wake(struct hk_cluster *c)
 	}
 }
 
-/* Under c->lock: mark the thread as needing a wake-up; 1 when we must write. */
+/* The cluster whose progress thread this is, NULL on other threads. */
+static __thread const struct hk_cluster *on_progress;
+
+/*
+ * Under c->lock: mark the thread as needing a wake-up; 1 when we must write.
+ * On the progress thread itself (a callback sending) never: the pass drains
+ * the queues after its callbacks, and c->again covers what comes later.
+ * The self-wake it replaces cost an eventfd write and one more wake-up and
+ * pass of the thread per reply (~15-20 us of CPU on the shared host).
+ */
 static int want_wake(struct hk_cluster *c)
 {
+	if (on_progress == c) {
+		c->again = true;
+		return 0;
+	}
 	if (c->wake_pending)
 		return 0;
 	c->wake_pending = true;
@@ -373,6 +406,97 @@ static int enqueue_locked(struct hk_cluster *c, unsigned node, unsigned cls, con
 	return 0;
 }
 
+static void inflight_add(struct hk_cluster *c, struct cl_msg *m);
+static void on_send_done(struct hk_cluster *c, struct cl_msg *m, int err);
+static bool is_rx(const struct hk_cluster *c, const void *ctx);
+
+/*
+ * Under c->fab_lock, after a direct send of m: one read of the CQ.  Our own
+ * successful send completions are finished here; anything else (receives,
+ * errors) is handed to the progress thread.  Returns 1 when the progress
+ * thread must be woken: it has work, another send finished, or m has not
+ * completed (rxm pushes a
+ * transmit that did not leave at once only inside fi_cq_read, so someone
+ * must keep polling; the progress thread naps while sends are out).
+ */
+static int direct_reap(struct hk_cluster *c, struct cl_msg *m)
+{
+	struct hk_fabric_cqe cqe[HANDOFF_MAX];
+	size_t room = HANDOFF_MAX - c->n_handoff;
+	bool done = false, others = false;
+	int n;
+
+	if (!room)
+		return 1;
+	n = hk_fabric_poll(c->fab, cqe, room, NULL, 0);
+	if (n < 0)
+		return 1; /* the progress thread's next poll reports it */
+	for (int i = 0; i < n; i++) {
+		if (!is_rx(c, cqe[i].ctx) && !cqe[i].err) {
+			done = done || cqe[i].ctx == m;
+			others = others || cqe[i].ctx != m;
+			on_send_done(c, cqe[i].ctx, 0);
+		} else {
+			c->handoff[c->n_handoff++] = cqe[i];
+		}
+	}
+	/* Another send finished: it may have opened a full window of
+	 * messages the sleeping progress thread would post only at its
+	 * next tick, since we took the completion its CQ fd announced. */
+	return !done || others || c->n_handoff;
+}
+
+/*
+ * Post buf to node from the calling thread, if the endpoint is free (the
+ * progress thread is asleep) and nothing is queued to node, so the send
+ * order is kept.  Returns 0 when sent (or handed to the progress thread),
+ * 1 when the caller should queue it instead.
+ */
+static int direct_send(struct hk_cluster *c, unsigned node, unsigned cls, const void *buf,
+		       size_t len)
+{
+	struct cl_peer *p = &c->peers[node];
+	struct cl_msg *m;
+	int ret, w;
+
+	if (c->local_mr || pthread_mutex_trylock(&c->fab_lock))
+		return 1;
+	pthread_mutex_lock(&c->lock);
+	if (c->leaving || p->down || !p->pub.up || !p->inserted || p->q_head || p->p_head ||
+	    p->inflight >= SEND_WINDOW || !(m = malloc(sizeof(*m) + len))) {
+		pthread_mutex_unlock(&c->lock);
+		pthread_mutex_unlock(&c->fab_lock);
+		return 1;
+	}
+	*m = (struct cl_msg){.peer = node, .len = len, .while_up = true};
+	memcpy(m->data, buf, len);
+	m->tag = make_tag(cls, c->self, p->tx_seq++);
+	pthread_mutex_unlock(&c->lock);
+
+	ret = hk_fabric_try_send(c->fab, p->fa, m->tag, m->data, m->len, NULL, m, NULL, 0);
+	if (ret) {
+		/* -FI_EAGAIN or a failure: the progress thread posts it again
+		 * (and declares the peer down if it fails there too) */
+		p->p_head = p->p_tail = m;
+		w = 1;
+	} else {
+		inflight_add(c, m);
+		p->inflight++;
+		w = direct_reap(c, m);
+	}
+	pthread_mutex_lock(&c->lock);
+	if (!ret) {
+		p->pub.msgs_sent++;
+		p->pub.bytes_sent += len;
+	}
+	w = w && want_wake(c);
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&c->fab_lock);
+	if (w)
+		wake(c);
+	return 0;
+}
+
 int hk_cluster_send(struct hk_cluster *c, unsigned node, unsigned cls, const void *buf, size_t len)
 {
 	int ret, w = 0;
@@ -381,6 +505,8 @@ int hk_cluster_send(struct hk_cluster *c, unsigned node, unsigned cls, const voi
 		return -EINVAL;
 	if (len > HK_CLUSTER_MSG_MAX)
 		return -EMSGSIZE;
+	if (node != c->self && on_progress != c && !direct_send(c, node, cls, buf, len))
+		return 0;
 	pthread_mutex_lock(&c->lock);
 	ret = enqueue_locked(c, node, cls, buf, len, false, NULL);
 	if (!ret)
@@ -885,11 +1011,39 @@ static int queues_empty(struct hk_cluster *c)
 	return empty;
 }
 
+static bool is_rx(const struct hk_cluster *c, const void *ctx)
+{
+	const struct cl_rx *rx = ctx;
+
+	return rx >= c->rx && rx < c->rx + RX_BUFS;
+}
+
+/* Progress thread: act on finished receives and sends. */
+static void handle_cqes(struct hk_cluster *c, const struct hk_fabric_cqe *cqe, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct cl_rx *rx = cqe[i].ctx;
+
+		if (is_rx(c, rx)) {
+			if (cqe[i].err && cqe[i].err != -FI_ECANCELED)
+				drop_log(c, "receive: %s", fi_strerror(-cqe[i].err));
+			else if (!cqe[i].err)
+				on_recv(c, rx->buf, cqe[i].len, cqe[i].tag);
+			if (cqe[i].err != -FI_ECANCELED)
+				post_recv(c, rx);
+		} else {
+			on_send_done(c, cqe[i].ctx, cqe[i].err);
+		}
+	}
+}
+
 static void *progress_main(void *arg)
 {
 	struct hk_cluster *c = arg;
 	struct hk_fabric_cqe cqe[PROGRESS_BATCH];
 
+	on_progress = c;
+	pthread_mutex_lock(&c->fab_lock); /* released only while asleep */
 	for (;;) {
 		uint64_t now = now_ns();
 		int work = 0, n, timeout_ms;
@@ -910,25 +1064,21 @@ static void *progress_main(void *arg)
 			c->next_tick_ns = 0; /* Hello to everyone now, not at the next beat */
 		}
 
+		if (c->n_handoff) {
+			/* read by a direct send; no callback adds to it meanwhile,
+			 * since sends from this thread never take that path */
+			n = (int)c->n_handoff;
+			memcpy(cqe, c->handoff, sizeof(cqe[0]) * c->n_handoff);
+			c->n_handoff = 0;
+			handle_cqes(c, cqe, n);
+			work += n;
+		}
 		n = hk_fabric_poll(c->fab, cqe, PROGRESS_BATCH, c->err, sizeof(c->err));
 		if (n < 0) {
 			fprintf(stderr, "cluster: completion queue: %s\n", c->err);
 			n = 0;
 		}
-		for (int i = 0; i < n; i++) {
-			struct cl_rx *rx = cqe[i].ctx;
-
-			if (rx >= c->rx && rx < c->rx + RX_BUFS) {
-				if (cqe[i].err && cqe[i].err != -FI_ECANCELED)
-					drop_log(c, "receive: %s", fi_strerror(-cqe[i].err));
-				else if (!cqe[i].err)
-					on_recv(c, rx->buf, cqe[i].len, cqe[i].tag);
-				if (cqe[i].err != -FI_ECANCELED)
-					post_recv(c, rx);
-			} else {
-				on_send_done(c, cqe[i].ctx, cqe[i].err);
-			}
-		}
+		handle_cqes(c, cqe, n);
 		work += n;
 
 		now = now_ns();
@@ -938,6 +1088,7 @@ static void *progress_main(void *arg)
 				tick(c, now);
 		}
 		c->retry_soon = false;
+		c->again = false; /* callbacks from here on may queue after the drain */
 		work += drain_self(c);
 		for (unsigned i = 0; i < c->n; i++)
 			if (i != c->self)
@@ -945,14 +1096,17 @@ static void *progress_main(void *arg)
 
 		if (leaving && ((!c->n_inflight && queues_empty(c)) || now > c->leave_deadline_ns))
 			break;
-		if (work) {
+		if (work || c->again) {
 			c->last_active_ns = now;
 			continue;
 		}
 		if (spinning && !leaving) {
 			/* let a thread this node is waiting for (the faulting
-			 * reader, the fault thread) have the CPU first */
+			 * reader, the fault thread) have the CPU first, and
+			 * the endpoint for a direct send */
+			pthread_mutex_unlock(&c->fab_lock);
 			sched_yield();
+			pthread_mutex_lock(&c->fab_lock);
 			continue;
 		}
 		timeout_ms = (int)((c->next_tick_ns - now) / 1000000) + 1;
@@ -966,6 +1120,7 @@ static void *progress_main(void *arg)
 			}
 		}
 	}
+	pthread_mutex_unlock(&c->fab_lock);
 	return NULL;
 }
 
@@ -993,6 +1148,7 @@ static void cluster_free(struct hk_cluster *c)
 	if (c->efd >= 0)
 		close(c->efd);
 	pthread_cond_destroy(&c->cond);
+	pthread_mutex_destroy(&c->fab_lock);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -1045,6 +1201,7 @@ int hk_cluster_create(const struct hk_config *cfg, unsigned self, struct hk_clus
 	snprintf(c->cluster_name, sizeof(c->cluster_name), "%s", cfg->cluster_name);
 	c->digest = config_digest(cfg);
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->fab_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&c->cond, &ca);
@@ -1099,6 +1256,7 @@ int hk_cluster_create(const struct hk_config *cfg, unsigned self, struct hk_clus
 	}
 
 	c->local_mr = hk_fabric_needs_local_mr(c->fab);
+	hk_fabric_set_lock(c->fab, &c->fab_lock);
 	c->rx_pool = malloc((size_t)RX_BUFS * HK_CLUSTER_MSG_MAX);
 	if (!c->rx_pool) {
 		ret = -ENOMEM;

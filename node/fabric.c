@@ -34,6 +34,7 @@ struct hk_fabric {
 	unsigned nap_us;       /* current nap step without a wait fd */
 	size_t tx_outstanding; /* sends posted and not completed yet */
 	uint64_t next_key;     /* requested MR keys when the provider does not pick them */
+	pthread_mutex_t *lock; /* released while hk_fabric_wait sleeps (hk_fabric_set_lock) */
 	/* completions read while a post waited on -FI_EAGAIN, returned first by poll */
 	size_t backlog_head, backlog_count;
 	struct hk_fabric_cqe backlog[HK_FABRIC_BACKLOG];
@@ -512,6 +513,11 @@ int hk_fabric_poll(struct hk_fabric *f, struct hk_fabric_cqe *out, size_t max, c
 	return (int)(got + (size_t)n);
 }
 
+void hk_fabric_set_lock(struct hk_fabric *f, pthread_mutex_t *lock)
+{
+	f->lock = lock;
+}
+
 int hk_fabric_can_block(const struct hk_fabric *f)
 {
 	return f->wait_fd >= 0;
@@ -525,12 +531,16 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* poll() on up to two fds for at most timeout; 1 when extra_fd is readable. */
-static int poll2(int cq_fd, int extra_fd, const struct timespec *timeout)
+/*
+ * poll() on up to two fds for at most timeout, without f->lock; 1 when
+ * extra_fd is readable.  yield: sched_yield first (the spinning phase).
+ */
+static int poll2(struct hk_fabric *f, int cq_fd, int extra_fd, const struct timespec *timeout,
+		 bool yield)
 {
 	struct pollfd p[2];
 	nfds_t n = 0;
-	int extra = -1;
+	int extra = -1, ret;
 
 	if (cq_fd >= 0)
 		p[n++] = (struct pollfd){.fd = cq_fd, .events = POLLIN};
@@ -538,7 +548,14 @@ static int poll2(int cq_fd, int extra_fd, const struct timespec *timeout)
 		extra = (int)n;
 		p[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
 	}
-	if (ppoll(p, n, timeout, NULL) <= 0)
+	if (f->lock)
+		pthread_mutex_unlock(f->lock);
+	if (yield)
+		sched_yield();
+	ret = ppoll(p, n, timeout, NULL);
+	if (f->lock)
+		pthread_mutex_lock(f->lock);
+	if (ret <= 0)
 		return 0;
 	return extra >= 0 && (p[extra].revents & POLLIN);
 }
@@ -562,7 +579,7 @@ int hk_fabric_wait(struct hk_fabric *f, int extra_fd, int timeout_ms)
 		 * caller polls again instead of sleeping past them. */
 		if (fi_trywait(f->fabric, fids, 1) != 0)
 			return 0;
-		return poll2(f->wait_fd, extra_fd, &ts);
+		return poll2(f, f->wait_fd, extra_fd, &ts, false);
 	}
 	/* No wait object: spin while the idle period is short (a reply is
 	 * likely on its way), then nap in steps that grow to a cap, so an idle
@@ -573,8 +590,7 @@ int hk_fabric_wait(struct hk_fabric *f, int extra_fd, int timeout_ms)
 		f->nap_us = 0;
 	}
 	if (now - f->idle_since < HK_FABRIC_SPIN_US * 1000ull) {
-		sched_yield();
-		return poll2(-1, extra_fd, &(struct timespec){0});
+		return poll2(f, -1, extra_fd, &(struct timespec){0}, true);
 	}
 	f->nap_us = f->nap_us ? f->nap_us * 2 : HK_FABRIC_SPIN_US;
 	if (f->nap_us > HK_FABRIC_NAP_MAX_US)
@@ -584,7 +600,7 @@ int hk_fabric_wait(struct hk_fabric *f, int extra_fd, int timeout_ms)
 		nap = (uint64_t)timeout_ms * 1000000;
 	ts = (struct timespec){.tv_sec = (time_t)(nap / 1000000000),
 			       .tv_nsec = (long)(nap % 1000000000)};
-	return poll2(-1, extra_fd, &ts);
+	return poll2(f, -1, extra_fd, &ts, false);
 }
 
 int hk_fabric_mr_reg(struct hk_fabric *f, void *buf, size_t len, struct hk_fabric_mr *mr, char *err,

@@ -15,6 +15,7 @@
 #ifndef HK_FABRIC_H
 #define HK_FABRIC_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -151,6 +152,13 @@ int hk_fabric_try_send(struct hk_fabric *f, fi_addr_t peer, uint64_t tag, const 
 #define HK_FABRIC_SPIN_US    50
 #define HK_FABRIC_NAP_MAX_US 1000
 int hk_fabric_wait(struct hk_fabric *f, int extra_fd, int timeout_ms);
+/*
+ * Share the endpoint between threads: the caller serializes every hk_fabric
+ * call with lock (FI_THREAD_DOMAIN) and holds it around hk_fabric_wait too;
+ * hk_fabric_wait releases it while it sleeps or yields, so another thread
+ * can post in the meantime.  NULL (the default): no lock.
+ */
+void hk_fabric_set_lock(struct hk_fabric *f, pthread_mutex_t *lock);
 /* Nonzero when the CQ has a wait fd (blocking wait), 0 for the nap fallback. */
 int hk_fabric_can_block(const struct hk_fabric *f);
 

@@ -108,7 +108,7 @@ enum stage {
 
 static const char *const stage_what[ST_N - 1] = {
     "B: uffd event -> fault thread -> engine -> hk_cluster_send",
-    "B progress thread wakes, posts; fabric; A progress thread wakes",
+    "B posts READ (fault thread); fabric; A progress thread wakes",
     "A: unpack, engine lock, write-protect + copy page, pack",
     "A progress thread posts DATA; fabric; B progress thread",
     "B: unpack, engine lock, UFFDIO_COPY + wake",
