@@ -387,6 +387,9 @@ void hk_vm_stop(struct hk_vm *vm, const char *why);
 /* Stop and join every vCPU but leave pooled memory serving the other nodes
  * (a guest that ended, or a reboot: for_reboot marks the result). */
 void hk_vm_halt(struct hk_vm *vm, const char *why, bool for_reboot);
+/* A reboot that halted the vCPUs (for_reboot) could not finish: the guest
+ * ends crashed, "reboot failed: why", no longer marked rebooting. */
+void hk_vm_reboot_failed(struct hk_vm *vm, const char *why);
 void hk_vm_destroy(struct hk_vm *vm);
 /*
  * The node serving disk slot `slot` (its place in hk_vm_config.disks) does

@@ -529,6 +529,23 @@ void hk_vm_halt(struct hk_vm *vm, const char *why, bool for_reboot)
 	pthread_mutex_unlock(&vm->join_lock);
 }
 
+void hk_vm_reboot_failed(struct hk_vm *vm, const char *why)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->result.rebooting && vm->result.state == HK_VM_STOPPED) {
+		/* the halt's "rebooting" was an outcome only for the moment */
+		vm->result.state = HK_VM_CRASHED;
+		vm->result.rebooting = false;
+		snprintf(vm->result.reason, sizeof(vm->result.reason), "reboot failed: %s",
+			 why ? why : "?");
+		pthread_cond_broadcast(&vm->done);
+		pthread_mutex_unlock(&vm->lock);
+		return;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	hk_vm_finish(vm, HK_VM_CRASHED, 0, "reboot failed: %s", why ? why : "?");
+}
+
 void hk_vm_stop(struct hk_vm *vm, const char *why)
 {
 	hk_vm_finish(vm, HK_VM_STOPPED, 0, "%s", why ? why : "stopped");

@@ -126,6 +126,8 @@ struct cl_peer {
 	/* receiver side, progress thread only */
 	uint32_t rx_next;
 	struct cl_held *held;
+	/* Hellos posted and not completed: c->fab_lock (a direct send may
+	 * reap their completions) */
 	unsigned hello_inflight;
 	uint64_t hello_sent_ns;
 	unsigned inflight; /* posted, not completed (SEND_WINDOW); c->fab_lock */
@@ -471,6 +473,9 @@ static int direct_send(struct hk_cluster *c, unsigned node, unsigned cls, const 
 	*m = (struct cl_msg){.peer = node, .len = len, .while_up = true};
 	memcpy(m->data, buf, len);
 	m->tag = make_tag(cls, c->self, p->tx_seq++);
+	/* counted before it can be answered (undone below if not posted) */
+	p->pub.msgs_sent++;
+	p->pub.bytes_sent += len;
 	pthread_mutex_unlock(&c->lock);
 
 	ret = hk_fabric_try_send(c->fab, p->fa, m->tag, m->data, m->len, NULL, m, NULL, 0);
@@ -482,12 +487,15 @@ static int direct_send(struct hk_cluster *c, unsigned node, unsigned cls, const 
 	} else {
 		inflight_add(c, m);
 		p->inflight++;
-		w = direct_reap(c, m);
+		/* The progress thread may be asleep on the CQ fd, armed by its
+		 * own fi_trywait before our CQ read: provider work that read
+		 * started and that no fd announces needs it awake. */
+		w = direct_reap(c, m) || hk_fabric_trywait(c->fab);
 	}
 	pthread_mutex_lock(&c->lock);
-	if (!ret) {
-		p->pub.msgs_sent++;
-		p->pub.bytes_sent += len;
+	if (ret) { /* the progress thread counts it when it posts it */
+		p->pub.msgs_sent--;
+		p->pub.bytes_sent -= len;
 	}
 	w = w && want_wake(c);
 	pthread_mutex_unlock(&c->lock);

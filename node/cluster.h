@@ -93,9 +93,13 @@ void hk_cluster_on_peer(struct hk_cluster *c, hk_cluster_peer_fn fn, void *ctx);
 int hk_cluster_join(struct hk_cluster *c, int timeout_ms, char *err, size_t errlen);
 
 /*
- * Queue a copy of buf[0..len) for node (self too: delivered locally, in
- * order) and wake the progress thread; never waits for the network.  Any
- * thread, including receive and peer callbacks.  Returns 0, -EINVAL (bad
+ * Send a copy of buf[0..len) to node (self too: delivered locally, in
+ * order); never waits for the network.  Any thread, including receive and
+ * peer callbacks.  From a thread other than the progress thread it posts
+ * the message itself when the endpoint is free and nothing is queued to
+ * node; otherwise (and from callbacks) it queues it for the progress
+ * thread.  Receive callbacks run with the endpoint's lock held: a send from
+ * one only queues, and a callback must not wait for another thread's send.  Returns 0, -EINVAL (bad
  * node or class, or HK_MSG_CLUSTER), -EMSGSIZE (len > HK_CLUSTER_MSG_MAX),
  * -ENOTCONN (peer not up: before it joined, or down), -ENOBUFS (more than
  * HK_CLUSTER_QUEUE_MAX bytes queued to it), -ENOMEM.

@@ -126,13 +126,13 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 	const char *cmdline = req->cmdline && *req->cmdline ? req->cmdline : d->cfg->cmdline;
 	struct hk_vm_disk disks[HK_MAX_DISKS];
 	struct hk_vm_config vc = {
-		.kernel_path = kernel,
-		.cmdline = cmdline,
-		.memory = hk_config_guest_memory(d->cfg),
-		.vcpus = d->cfg->vcpus,
-		.console = console_sink,
-		.console_ctx = &d->console,
-		.node_id = d->node_id,
+	    .kernel_path = kernel,
+	    .cmdline = cmdline,
+	    .memory = hk_config_guest_memory(d->cfg),
+	    .vcpus = d->cfg->vcpus,
+	    .console = console_sink,
+	    .console_ctx = &d->console,
+	    .node_id = d->node_id,
 	};
 	struct hk_guest *g, *old = NULL;
 	struct hk_pool_config pc;
@@ -143,6 +143,11 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 	if (!*kernel) {
 		reply_error(rsp, "guest start: no kernel given and none in [guest] of %s",
 			    d->cfg->path);
+		return;
+	}
+	/* Before anything below stops this node's share of a running guest */
+	if (d->cluster && hk_daemon_pool_leads(d, "started", err, sizeof(err))) {
+		reply_error(rsp, "guest start: %s", err);
 		return;
 	}
 	g = calloc(1, sizeof(*g));
@@ -177,7 +182,9 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 		hk_vm_result(d->guest->vm, &r);
 		if (r.state == HK_VM_RUNNING || r.state == HK_VM_CREATED) {
 			pthread_mutex_unlock(&d->lock);
-			reply_error(rsp, "guest start: a guest is already running (hkctl guest stop first)");
+			reply_error(
+			    rsp,
+			    "guest start: a guest is already running (hkctl guest stop first)");
 			goto fail;
 		}
 	}
@@ -225,7 +232,8 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 	}
 	if (ret && !(d->cluster && g->vm)) {
 		if (d->cluster) /* every other node made its share: drop it */
-			hk_daemon_pool_abandon(d, pc.guest, "guest start failed on the first node");
+			hk_daemon_pool_abandon(d, pc.guest, "guest start failed on the first node",
+					       true);
 		busy_end(d);
 		pthread_mutex_unlock(&d->lock);
 		reply_error(rsp, "guest start: %s", ret == -EALREADY ? "already started" : err);
@@ -233,12 +241,14 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 	}
 	old = d->guest;
 	d->guest = g;
+	g->refs++; /* ours until the reply is built: a next start may replace it */
 	busy_end(d);
 	pthread_mutex_unlock(&d->lock);
 	if (old)
 		guest_put(d, old);
 	if (ret) {
 		reply_error(rsp, "guest start: %s", err);
+		guest_put(d, g);
 		return;
 	}
 
@@ -246,6 +256,7 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 	hk_vm_result(g->vm, &r);
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_GUEST;
 	rsp->guest = guest_info(g, &r);
+	guest_put(d, g);
 	return;
 fail:
 	if (g->vm)
@@ -295,6 +306,10 @@ static void do_guest_reboot(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 	char err[256];
 	int ret;
 
+	if (d->cluster && hk_daemon_pool_leads(d, "rebooted", err, sizeof(err))) {
+		reply_error(rsp, "guest reboot: %s", err);
+		return;
+	}
 	pthread_mutex_lock(&d->lock);
 	if (d->shutting_down) {
 		pthread_mutex_unlock(&d->lock);
@@ -610,10 +625,10 @@ static void daemon_shutdown(void *ctx)
 }
 
 const struct hk_ctl_ops hk_daemon_ctl_ops = {
-	.size = sizeof(struct hk_ctl_ops),
-	.handle = daemon_handle,
-	.rsp_free = daemon_rsp_free,
-	.shutdown = daemon_shutdown,
+    .size = sizeof(struct hk_ctl_ops),
+    .handle = daemon_handle,
+    .rsp_free = daemon_rsp_free,
+    .shutdown = daemon_shutdown,
 };
 
 int hk_daemon_run(const struct hk_config *cfg, const char *node_name)

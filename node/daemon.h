@@ -123,6 +123,9 @@ Hk__Ctl__GuestInfo *hk_daemon_guest_info(struct hk_guest *g, const struct hk_vm_
  * parked vCPUs of the leader's own VM.  Waits up to 30 s for the answers. */
 int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *cmdline,
 			   struct hk_pool_config *pc, uint64_t *parked, char *err, size_t errlen);
+/* 0 on the leader (the first node), else -EINVAL and a line in err saying
+ * where a pooled guest is `what` ("started", "rebooted"). */
+int hk_daemon_pool_leads(struct hk_daemon *d, const char *what, char *err, size_t errlen);
 /* Leader, after creating its VM (g->pool_guest set), d->lock held: let
  * everyone run. */
 int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_t errlen);
@@ -132,9 +135,10 @@ int hk_daemon_pool_run(struct hk_daemon *d, struct hk_guest *g, char *err, size_
  * rebuild and the run. */
 int hk_daemon_pool_reboot(struct hk_daemon *d, struct hk_guest *g, uint64_t *kept, char *err,
 			  size_t errlen);
-/* Leader: a guest every node prepared will not run (the leader's own VM
- * could not be made): every other node drops its share. */
-void hk_daemon_pool_abandon(struct hk_daemon *d, uint64_t guest, const char *why);
+/* Leader: every other node stops its share of guest; drop (a start that
+ * failed): its memory too, else (a failed reboot) the guest stays halted
+ * with its memory, so a reboot may be tried again. */
+void hk_daemon_pool_abandon(struct hk_daemon *d, uint64_t guest, const char *why, bool drop);
 /* Daemon shutdown: a start or reboot waiting for answers gives up now
  * ("daemon is shutting down"), later ones at once.  No lock held. */
 void hk_daemon_pool_cancel(struct hk_daemon *d);

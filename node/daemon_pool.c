@@ -28,10 +28,10 @@
 #include "cluster.h"
 #include "daemon.h"
 
-#define POOL_WIRE_VERSION  1
-#define POOL_JOIN_MS	   60000
-#define POOL_PREPARE_MS	   30000
-#define LEADER		   0u
+#define POOL_WIRE_VERSION 1
+#define POOL_JOIN_MS	  60000
+#define POOL_PREPARE_MS	  30000
+#define LEADER		  0u
 
 struct hk_daemon_pool {
 	struct hk_daemon *d;
@@ -52,6 +52,11 @@ struct hk_daemon_pool {
 	pthread_cond_t cv;
 	uint64_t preparing; /* guest asked */
 	int asked;	    /* PREPARE or REBOOT: the answer counted */
+	/* Which ask an answer belongs to: a late answer to an earlier one (a
+	 * reboot that timed out on a slow node, then tried again) must not
+	 * count for this one, nor a node's answer twice. */
+	uint32_t ask, ask_seq;
+	uint64_t answered; /* bit per node */
 	unsigned prepared, failed;
 	char prepare_err[256];
 	bool cancelled; /* the daemon is shutting down: no more waits */
@@ -182,11 +187,11 @@ static void coh_fail(void *ctx, struct hk_mem *mem, const char *why)
 }
 
 static const struct hk_pool_transport coh_transport = {
-	.size = sizeof(struct hk_pool_transport),
-	.send = coh_send,
-	.attach = coh_attach,
-	.detach = coh_detach,
-	.fail = coh_fail,
+    .size = sizeof(struct hk_pool_transport),
+    .send = coh_send,
+    .attach = coh_attach,
+    .detach = coh_detach,
+    .fail = coh_fail,
 };
 
 /* ---- the guest on this node -------------------------------------------- */
@@ -208,11 +213,11 @@ static void pool_config(struct hk_daemon *d, uint64_t guest, struct hk_pool_conf
 	unsigned n = d->cfg->n_nodes;
 
 	*pc = (struct hk_pool_config){
-		.self = d->node_id,
-		.n_nodes = n,
-		.transport = &coh_transport,
-		.ctx = d,
-		.guest = guest,
+	    .self = d->node_id,
+	    .n_nodes = n,
+	    .transport = &coh_transport,
+	    .ctx = d,
+	    .guest = guest,
 	};
 	for (unsigned i = 0; i < n; i++)
 		pc->node_memory[i] = d->cfg->nodes[i].memory;
@@ -327,6 +332,11 @@ static int not_leader(struct hk_daemon *d, const char *what, char *err, size_t e
 	return -EINVAL;
 }
 
+int hk_daemon_pool_leads(struct hk_daemon *d, const char *what, char *err, size_t errlen)
+{
+	return d->node_id == LEADER ? 0 : not_leader(d, what, err, errlen);
+}
+
 /*
  * Send m (PREPARE or REBOOT of guest) to every other node and wait for each
  * answer (PREPARED / REBOOTED, on_prepared).  0, or -errno with the first
@@ -345,6 +355,9 @@ static int ask_all(struct hk_daemon *d, Hk__Guest__GuestMsg *m, const char *doin
 	pthread_mutex_lock(&p->lock);
 	p->preparing = m->guest;
 	p->asked = m->type;
+	p->ask = ++p->ask_seq ? p->ask_seq : ++p->ask_seq; /* never 0: an unset field */
+	m->ask = p->ask;
+	p->answered = 0;
 	p->prepared = p->failed = 0;
 	p->prepare_err[0] = 0;
 	if (p->cancelled) {
@@ -402,16 +415,19 @@ int hk_daemon_pool_prepare(struct hk_daemon *d, const char *kernel, const char *
 	m.vcpus = d->cfg->vcpus;
 	ret = ask_all(d, &m, "prepare", err, errlen);
 	if (ret)
-		hk_daemon_pool_abandon(d, guest, "guest start failed");
+		hk_daemon_pool_abandon(d, guest, "guest start failed", true);
 	return ret;
 }
 
-void hk_daemon_pool_abandon(struct hk_daemon *d, uint64_t guest, const char *why)
+void hk_daemon_pool_abandon(struct hk_daemon *d, uint64_t guest, const char *why, bool drop)
 {
 	Hk__Guest__GuestMsg m;
 
 	guest_msg_init(&m, HK__GUEST__GUEST_TYPE__GUEST_STOP, guest);
 	m.error = (char *)why;
+	/* CRASHED: the nodes stop the guest's memory too (stop_thread) */
+	if (drop)
+		m.state = HK_VM_CRASHED;
 	broadcast(d, &m);
 }
 
@@ -447,8 +463,9 @@ int hk_daemon_pool_reboot(struct hk_daemon *d, struct hk_guest *g, uint64_t *kep
 	if (d->node_id != LEADER)
 		return not_leader(d, "rebooted", err, errlen);
 	if (hk_mem_pool_stopped(hk_vm_mem(g->vm))) {
-		snprintf(err, errlen, "this guest's pooled memory was stopped (a node was lost, "
-				      "or the guest was stopped): start a new guest");
+		snprintf(err, errlen,
+			 "this guest's pooled memory was stopped (a node was lost, "
+			 "or the guest was stopped): start a new guest");
 		return -ESTALE;
 	}
 	hk_place_guest(d->pool->place, 0, 0); /* no more moves of this boot */
@@ -474,8 +491,8 @@ int hk_daemon_pool_reboot(struct hk_daemon *d, struct hk_guest *g, uint64_t *kep
 	if (!ret)
 		ret = hk_vm_start(g->vm);
 	if (ret) {
-		hk_vm_end(g->vm, HK_VM_CRASHED, 0, err);
-		hk_daemon_pool_abandon(d, g->pool_guest, err);
+		hk_vm_reboot_failed(g->vm, err);
+		hk_daemon_pool_abandon(d, g->pool_guest, err, false);
 	}
 	pthread_mutex_unlock(&d->lock);
 	return ret;
@@ -549,6 +566,7 @@ static void *prepare_thread(void *arg)
 	int ret = -ENOMEM;
 
 	guest_msg_init(&r, HK__GUEST__GUEST_TYPE__GUEST_PREPARED, j->m->guest);
+	r.ask = j->m->ask;
 	if (!g)
 		goto reply;
 	g->refs = 1;
@@ -567,8 +585,9 @@ static void *prepare_thread(void *arg)
 	vc.pool = &pc;
 	hk_daemon_vm_disks(d, g, &vc, disks);
 	if (vc.memory != hk_config_guest_memory(d->cfg) || vc.vcpus != d->cfg->vcpus) {
-		snprintf(err, sizeof(err), "guest layout (memory, vCPUs) differs from this node's "
-					   "hk.conf");
+		snprintf(err, sizeof(err),
+			 "guest layout (memory, vCPUs) differs from this node's "
+			 "hk.conf");
 		ret = -EINVAL;
 		goto reply;
 	}
@@ -619,6 +638,9 @@ static void *run_thread(void *arg)
 	struct hk_daemon *d = j->d;
 	struct hk_guest *g = hk_daemon_pool_guest(d, j->m->guest);
 
+	/* Not into a rebuild a REBOOT is making (the leader sends RUN only
+	 * after every node answered; this keeps a stray RUN out too). */
+	pthread_rwlock_rdlock(&d->pool->boot_lock);
 	if (g) {
 		int ret = watch_start(d, g, j->m->guest, false);
 
@@ -631,6 +653,7 @@ static void *run_thread(void *arg)
 		fprintf(stderr, "hkd[%s]: pooled guest running\n", d->node->name);
 		hk_daemon_guest_put(d, g);
 	}
+	pthread_rwlock_unlock(&d->pool->boot_lock);
 	return job_end(j);
 }
 
@@ -684,6 +707,7 @@ static void *reboot_thread(void *arg)
 	int ret = -ESRCH;
 
 	guest_msg_init(&r, HK__GUEST__GUEST_TYPE__GUEST_REBOOTED, j->m->guest);
+	r.ask = j->m->ask;
 	if (!g) {
 		snprintf(err, sizeof(err), "no such guest here");
 	} else {
@@ -702,8 +726,9 @@ static void *reboot_thread(void *arg)
 		r.error = line;
 		fprintf(stderr, "hkd[%s]: pooled guest reboot: %s\n", d->node->name, err);
 	} else {
-		fprintf(stderr, "hkd[%s]: pooled guest rebuilt for a reboot, %llu replica pages "
-				"here\n",
+		fprintf(stderr,
+			"hkd[%s]: pooled guest rebuilt for a reboot, %llu replica pages "
+			"here\n",
 			d->node->name, (unsigned long long)d->kept_pages);
 	}
 	guest_send(d, LEADER, &r);
@@ -729,7 +754,7 @@ static void *move_thread(void *arg)
 			fprintf(stderr, "hkd[%s]: vCPU %u of boot %u dropped: the guest rebooted\n",
 				d->node->name, j->m->vcpu, j->m->boot);
 		} else if (hk_place_arrive(d->pool->place, g, j->m->vcpu, j->m->vcpu_state.data,
-				    j->m->vcpu_state.len, err, sizeof(err))) {
+					   j->m->vcpu_state.len, err, sizeof(err))) {
 			char reason[400];
 
 			snprintf(reason, sizeof(reason), "vCPU %u could not move to %s: %s",
@@ -785,9 +810,11 @@ static void on_prepared(struct hk_daemon *d, unsigned from, const Hk__Guest__Gue
 	struct hk_daemon_pool *p = d->pool;
 
 	pthread_mutex_lock(&p->lock);
-	if (m->guest == p->preparing &&
+	if (m->guest == p->preparing && m->ask == p->ask && from < 64 &&
+	    !(p->answered & 1ull << from) &&
 	    (m->type == HK__GUEST__GUEST_TYPE__GUEST_PREPARED) ==
-		    (p->asked == HK__GUEST__GUEST_TYPE__GUEST_PREPARE)) {
+		(p->asked == HK__GUEST__GUEST_TYPE__GUEST_PREPARE)) {
+		p->answered |= 1ull << from;
 		if (*m->error) {
 			p->failed++;
 			snprintf(p->prepare_err, sizeof(p->prepare_err), "%s", m->error);
@@ -797,7 +824,6 @@ static void on_prepared(struct hk_daemon *d, unsigned from, const Hk__Guest__Gue
 		pthread_cond_broadcast(&p->cv);
 	}
 	pthread_mutex_unlock(&p->lock);
-	(void)from;
 }
 
 static void on_guest(void *ctx, unsigned from, const void *buf, size_t len)
@@ -958,7 +984,8 @@ void hk_daemon_pool_stop(struct hk_daemon *d)
 		until.tv_sec += POOL_JOBS_WAIT_S;
 		pthread_mutex_lock(&p->lock);
 		p->closing = true;
-		while (p->jobs && pthread_cond_timedwait(&p->jobs_cv, &p->lock, &until) != ETIMEDOUT)
+		while (p->jobs &&
+		       pthread_cond_timedwait(&p->jobs_cv, &p->lock, &until) != ETIMEDOUT)
 			;
 		if (p->jobs)
 			fprintf(stderr, "hkd[%s]: %u guest job threads still running at shutdown\n",

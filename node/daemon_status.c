@@ -94,7 +94,7 @@ void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 	struct hk_vm_stats st;
 	struct hk_guest *g;
 	uint64_t kept;
-	bool enabled;
+	bool enabled, starting;
 
 	/* One snapshot under d->lock: the current guest, a start or reboot
 	 * in progress, and the VM's counters (a reboot's rebuild frees the
@@ -108,6 +108,8 @@ void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 	}
 	if (d->busy != HK_DAEMON_IDLE && s)
 		busy = busy_info(d, g, &r);
+	/* a start shows the guest it makes, not the old one's counters */
+	starting = d->busy == HK_DAEMON_STARTING;
 	kept = d->kept_pages;
 	enabled = d->replicas_enabled;
 	pthread_mutex_unlock(&d->lock);
@@ -127,7 +129,7 @@ void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 	s->replicas_enabled = enabled;
 	s->kept_pages = kept;
 	status_disks(d, s);
-	if (g) {
+	if (g && !starting) {
 		s->resident_pages = st.mem.resident_pages;
 		s->uffd_faults = st.mem.faults;
 		s->vcpu_exits = st.vcpu_exits;

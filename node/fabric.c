@@ -560,6 +560,15 @@ static int poll2(struct hk_fabric *f, int cq_fd, int extra_fd, const struct time
 	return extra >= 0 && (p[extra].revents & POLLIN);
 }
 
+int hk_fabric_trywait(struct hk_fabric *f)
+{
+	struct fid *fids[1] = {&f->cq->fid};
+
+	if (f->wait_fd < 0)
+		return 0; /* nobody blocks on it: a waiter naps and polls */
+	return fi_trywait(f->fabric, fids, 1) != 0;
+}
+
 int hk_fabric_wait(struct hk_fabric *f, int extra_fd, int timeout_ms)
 {
 	struct timespec ts = {.tv_sec = timeout_ms / 1000,

@@ -159,6 +159,13 @@ int hk_fabric_wait(struct hk_fabric *f, int extra_fd, int timeout_ms);
  * can post in the meantime.  NULL (the default): no lock.
  */
 void hk_fabric_set_lock(struct hk_fabric *f, pthread_mutex_t *lock);
+/*
+ * After another thread read the CQ (under the shared lock) while the waiter
+ * may be asleep on the CQ fd: nonzero when completions or provider work may
+ * be pending that the fd will not announce (fi_trywait failed), so the
+ * waiter must be woken; 0 when it may sleep on.
+ */
+int hk_fabric_trywait(struct hk_fabric *f);
 /* Nonzero when the CQ has a wait fd (blocking wait), 0 for the nap fallback. */
 int hk_fabric_can_block(const struct hk_fabric *f);
 

@@ -46,6 +46,7 @@ static struct {
 	pthread_cond_t cv;
 	unsigned prepares, stops;
 	uint64_t prepare_guest, stop_guest;
+	uint32_t prepare_ask;
 } t = {.lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static double now_s(void)
@@ -67,6 +68,7 @@ static void on_guest(void *ctx, unsigned from, const void *buf, size_t len)
 	if (m->type == HK__GUEST__GUEST_TYPE__GUEST_PREPARE) {
 		t.prepares++;
 		t.prepare_guest = m->guest;
+		t.prepare_ask = m->ask;
 	} else if (m->type == HK__GUEST__GUEST_TYPE__GUEST_STOP) {
 		t.stops++;
 		t.stop_guest = m->guest;
@@ -101,8 +103,9 @@ static bool wait_count(unsigned *count, unsigned n, double limit_s)
 	return ok;
 }
 
-/* n2 answers the last PREPARE: ok (error NULL) or refused. */
-static void answer_prepare(const char *error)
+/* n2 answers the last PREPARE, or an earlier one (stale): ok (error NULL)
+ * or refused. */
+static void answer_prepare_as(const char *error, bool stale)
 {
 	Hk__Guest__GuestMsg m = HK__GUEST__GUEST_MSG__INIT;
 	uint8_t buf[512];
@@ -112,12 +115,18 @@ static void answer_prepare(const char *error)
 	m.type = HK__GUEST__GUEST_TYPE__GUEST_PREPARED;
 	pthread_mutex_lock(&t.lock);
 	m.guest = t.prepare_guest;
+	m.ask = t.prepare_ask - (stale ? 1 : 0);
 	pthread_mutex_unlock(&t.lock);
 	m.error = (char *)(error ? error : "");
 	len = hk__guest__guest_msg__get_packed_size(&m);
 	cr_assert_leq(len, sizeof(buf));
 	hk__guest__guest_msg__pack(&m, buf);
 	cr_assert_eq(hk_cluster_send(t.peer, 0, HK_MSG_GUEST, buf, len), 0);
+}
+
+static void answer_prepare(const char *error)
+{
+	answer_prepare_as(error, false);
 }
 
 static void teardown(void)
@@ -341,6 +350,13 @@ Test(pool_busy, status_answers_while_a_start_waits_for_every_node)
 	assert_refused("reboot", NULL);
 	assert_refused("stop", NULL);
 	cr_assert_eq(waitpid(bg, NULL, WNOHANG), 0, "the first start ended early: %s", slurp(out));
+
+	/* An answer to another ask (a late one to an earlier start) is not
+	 * this start's: it still waits. */
+	answer_prepare_as("node n2: a stale answer", true);
+	usleep(500 * 1000);
+	cr_assert_eq(waitpid(bg, NULL, WNOHANG), 0, "a stale answer ended the start: %s",
+		     slurp(out));
 
 	/* n2 refuses: the first start ends with its reason, nothing else. */
 	answer_prepare("node n2: refused by the test");
