@@ -346,5 +346,10 @@ Test(pool_guest, status_answers_while_a_reboot_waits_for_a_silent_node)
 	cr_assert_eq(waitpid(bg, &st, 0), bg);
 	kill(n3, SIGCONT);
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "reboot with n3 silent: %#x", st);
+	/* ...and the guest says so, not "stopped: rebooting" for ever */
+	ctl(&r, 60, "--node", "n1", "status", "--json");
+	cr_assert_eq(r.status, 0, "status: %s", r.err);
+	cr_assert(strstr(r.out, "\"state\": \"crashed\"") && strstr(r.out, "reboot failed: "),
+		  "%s", r.out);
 	hk_proc_result_free(&r);
 }
