@@ -291,6 +291,18 @@ struct worker {
 	bool ok;
 };
 
+/*
+ * What a spinning test thread does between looks: sleep 20 us.  The
+ * engine threads that move the pages it waits for need a core, and on two
+ * shared cores under ASan neither a pure spin nor sched_yield (which CFS
+ * barely honours against other processes) gave them one: the
+ * message-passing test went from 2 s to over 60 s under load.
+ */
+static void relax(void)
+{
+	nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
+}
+
 #define LOCK_GPA    (4ull << 20)	  /* homed on node 0 */
 #define COUNTER_GPA ((60ull << 20) + 8) /* homed on node 2 */
 
@@ -300,12 +312,12 @@ static void *count_worker(void *arg)
 	volatile uint64_t *lock = at(w->node, LOCK_GPA), *ctr = at(w->node, COUNTER_GPA);
 
 	for (unsigned i = 0; i < w->iters; i++) {
-		/* Yield, not pause, while the lock is held elsewhere: the
+		/* Nap, not pause, while the lock is held elsewhere: the
 		 * holder's node needs a core for the engine to move the pages
-		 * back (as in the message-passing test below). */
+		 * back (see relax()). */
 		while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE))
 			while (__atomic_load_n(lock, __ATOMIC_RELAXED))
-				sched_yield();
+				relax();
 		*ctr = *ctr + 1; /* plain read-modify-write: only the lock protects it */
 		__atomic_store_n(lock, 0, __ATOMIC_RELEASE);
 	}
@@ -332,6 +344,9 @@ Test(pool, lock_protected_counter_is_exact_across_nodes)
 			     (unsigned long long)*at(n, COUNTER_GPA));
 }
 
+/* Not a timing target: only how long a wait may take before it counts as hung. */
+#define HANG_S 240
+
 #define DATA_GPA (10ull << 20) /* node 0 */
 #define FLAG_GPA (50ull << 20) /* node 2 */
 #define ACK_GPA	 (30ull << 20) /* node 1 */
@@ -341,18 +356,16 @@ static void *mp_reader(void *arg)
 {
 	struct worker *w = arg;
 	volatile uint64_t *data = at(1, DATA_GPA), *flag = at(1, FLAG_GPA), *ack = at(1, ACK_GPA);
-	uint64_t deadline = now_s() + 60;
+	uint64_t deadline = now_s() + HANG_S;
 
 	w->ok = true;
 	for (uint64_t i = 1; i <= MP_ITERS; i++) {
-		/* Yield while spinning: on two shared cores (and under ASan)
-		 * a pure spin starved the engine threads that move the pages. */
 		while (*flag != i) {
 			if (now_s() > deadline) {
 				w->ok = false;
 				return NULL;
 			}
-			sched_yield();
+			relax();
 		}
 		/* TSO: the data store came before the flag store. */
 		if (*data != i * 3) {
@@ -369,7 +382,7 @@ Test(pool, message_passing_never_sees_the_flag_before_the_data)
 {
 	volatile uint64_t *data = at(0, DATA_GPA), *flag = at(0, FLAG_GPA), *ack = at(0, ACK_GPA);
 	struct worker w = {0};
-	uint64_t deadline = now_s() + 60;
+	uint64_t deadline = now_s() + HANG_S;
 	pthread_t t;
 
 	pthread_create(&t, NULL, mp_reader, &w);
@@ -377,7 +390,7 @@ Test(pool, message_passing_never_sees_the_flag_before_the_data)
 		*data = i * 3;
 		*flag = i;
 		while (*ack != i && w.ok && now_s() < deadline)
-			sched_yield();
+			relax();
 	}
 	pthread_join(t, NULL);
 	cr_assert(w.ok, "reader saw the flag without the data, or timed out");
