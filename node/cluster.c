@@ -35,7 +35,9 @@
  * order even if a provider completed receives out of order (e.g. an eager
  * message overtaking a segmented one); each peer's numbering is taken up at
  * the first Hello we accept from it, since Hellos sent before we listened
- * were lost with their connection.
+ * were lost with their connection.  Nothing is sent twice, so a gap still
+ * open after HK_CLUSTER_DOWN_MS is a lost message: the peer is declared
+ * down naming it, instead of its later messages piling up undelivered.
  */
 #include "cluster.h"
 
@@ -126,6 +128,8 @@ struct cl_peer {
 	/* receiver side, progress thread only */
 	uint32_t rx_next;
 	struct cl_held *held;
+	unsigned n_held;
+	uint64_t gap_since_ns; /* last in-order delivery while messages are held */
 	/* Hellos posted and not completed: c->fab_lock (a direct send may
 	 * reap their completions) */
 	unsigned hello_inflight;
@@ -588,6 +592,7 @@ static void held_free(struct cl_peer *p)
 		p->held = h->next;
 		free(h);
 	}
+	p->n_held = 0;
 }
 
 /* Progress thread: declare node down once, drop what was queued to it. */
@@ -757,6 +762,9 @@ static void hold(struct hk_cluster *c, struct cl_peer *p, uint32_t seq, unsigned
 		mark_down(c, (unsigned)(p - c->peers), "out of memory holding a message");
 		return;
 	}
+	if (!p->held)
+		p->gap_since_ns = now_ns(); /* tick() gives the gap HK_CLUSTER_DOWN_MS */
+	p->n_held++;
 	h->seq = seq;
 	h->cls = cls;
 	h->len = len;
@@ -813,10 +821,13 @@ static void on_recv(struct hk_cluster *c, const uint8_t *buf, size_t len, uint64
 		struct cl_held *h = p->held;
 
 		p->held = h->next;
+		p->n_held--;
 		p->rx_next++;
 		deliver(c, from, h->cls, h->data, h->len);
 		free(h);
 	}
+	if (p->held)
+		p->gap_since_ns = now_ns(); /* the stream moved: a new gap starts now */
 }
 
 static int post_recv(struct hk_cluster *c, struct cl_rx *rx)
@@ -993,7 +1004,8 @@ static void tick(struct hk_cluster *c, uint64_t now)
 		}
 		if (!p->pub.up)
 			continue;
-		if (now - p->pub.last_heard_ns > HK_CLUSTER_DOWN_MS * 1000000ull)
+		if (now - p->pub.last_heard_ns > HK_CLUSTER_DOWN_MS * 1000000ull ||
+		    (p->held && now - p->gap_since_ns > HK_CLUSTER_DOWN_MS * 1000000ull))
 			silent[n_silent++] = i;
 		else if (send_ping_locked(c, i, now, false) == 0)
 			w = 1;
@@ -1003,8 +1015,16 @@ static void tick(struct hk_cluster *c, uint64_t now)
 	for (unsigned k = 0; k < n_silent; k++) {
 		struct cl_peer *p = &c->peers[silent[k]];
 
-		mark_down(c, silent[k], "no message for %.1f s",
-			  (double)(now - p->pub.last_heard_ns) / 1e9);
+		/* A message that has not come while later ones did was lost
+		 * (nothing is sent twice): say so, rather than stall quietly. */
+		if (now - p->pub.last_heard_ns <= HK_CLUSTER_DOWN_MS * 1000000ull)
+			mark_down(c, silent[k],
+				  "message %" PRIu32
+				  " never arrived: %u later ones held for %.1f s",
+				  p->rx_next, p->n_held, (double)(now - p->gap_since_ns) / 1e9);
+		else
+			mark_down(c, silent[k], "no message for %.1f s",
+				  (double)(now - p->pub.last_heard_ns) / 1e9);
 	}
 }
 

@@ -142,6 +142,104 @@ static int cq_open(struct hk_fabric *f, bool wait, char *err, size_t errlen)
 	return ret ? fierr(err, errlen, "fi_cq_open", ret) : 0;
 }
 
+static int cq_read(struct hk_fabric *f, struct hk_fabric_cqe *out, size_t max, char *err,
+		   size_t errlen);
+static uint64_t now_ms(void);
+
+/*
+ * libfabric before 1.19 (Debian 12 has 1.17): shm matches a posted tagged
+ * receive against the unexpected messages with the ignore mask stored in
+ * the unexpected message's own receive entry, never set on that path: what
+ * the pool slot last held, 0 in a slot no posted receive ever used
+ * (smr_match_tagged() via smr_get_tag(), prov/shm/src/smr_ep.c; 1.19
+ * replaced the code with util_srx).  So a wildcard receive (tag 0, ignore
+ * ~0) never matches a message that arrived before it in a fresh slot: the
+ * message stays queued for ever, later ones in recycled slots overtake it,
+ * and the stream stalls once the sender outruns the posted receives.
+ */
+static bool shm_needs_prime(const struct hk_fabric *f)
+{
+	return !strcmp(f->info->fabric_attr->prov_name, "shm") &&
+	       FI_VERSION_LT(fi_version(), FI_VERSION(1, 19));
+}
+
+static void backlog_push(struct hk_fabric *f, const struct hk_fabric_cqe *c)
+{
+	if (f->backlog_count == HK_FABRIC_BACKLOG)
+		return;
+	f->backlog[(f->backlog_head + f->backlog_count) % HK_FABRIC_BACKLOG] = *c;
+	f->backlog_count++;
+}
+
+/*
+ * The workaround: post a wildcard receive into every slot of shm's receive
+ * entry pool (rx_attr->size entries), then cancel them all, so every slot
+ * carries ignore ~0 and every unexpected message matches a wildcard
+ * receive, in arrival order.  It holds while all receives are wildcards,
+ * as every user of this file posts them (hk_fabric_recv documents it).
+ * No completion of another operation can come out: nothing else is posted
+ * yet, and the cancels precede the first CQ read (shm progresses there).
+ */
+static int shm_prime_rx(struct hk_fabric *f, char *err, size_t errlen)
+{
+	size_t n = f->info->rx_attr->size, posted = 0, done = 0;
+	uint8_t *slots = calloc(n ? n : 1, 1); /* one byte each: buffer and context */
+	uint64_t deadline = 0;
+	int ret = 0;
+
+	if (!slots) {
+		seterr(err, errlen, "fabric: out of memory");
+		return -ENOMEM;
+	}
+	for (; posted < n; posted++) {
+		ssize_t r = fi_trecv(f->ep, &slots[posted], 1, NULL, FI_ADDR_UNSPEC, 0, ~0ull,
+				     &slots[posted]);
+
+		if (r) /* the pool is smaller than rx_attr->size: primed what exists */
+			break;
+	}
+	for (size_t i = 0; i < posted; i++) {
+		ssize_t r = fi_cancel(&f->ep->fid, &slots[i]);
+
+		if (r < 0) {
+			ret = fierr(err, errlen, "fi_cancel", (int)r);
+			goto out;
+		}
+	}
+	while (done < posted) {
+		struct hk_fabric_cqe c[HK_FABRIC_CQ_BATCH];
+		int got = cq_read(f, c, HK_FABRIC_CQ_BATCH, err, errlen);
+
+		if (got < 0) {
+			ret = got;
+			goto out;
+		}
+		for (int i = 0; i < got; i++) {
+			uint8_t *ctx = c[i].ctx;
+
+			if (ctx >= slots && ctx < slots + posted)
+				done++;
+			else
+				backlog_push(f, &c[i]);
+		}
+		if (!got) {
+			if (!deadline)
+				deadline = now_ms() + HK_FABRIC_RETRY_MS;
+			else if (now_ms() > deadline) {
+				seterr(
+				    err, errlen,
+				    "fabric: shm: %zu of %zu cancelled receives did not complete",
+				    posted - done, posted);
+				ret = -ETIMEDOUT;
+				goto out;
+			}
+		}
+	}
+out:
+	free(slots);
+	return ret;
+}
+
 int hk_fabric_open(const char *provider, struct hk_fabric **out, char *err, size_t errlen)
 {
 	struct hk_fabric_opts o = {.size = sizeof(o), .provider = provider};
@@ -244,6 +342,11 @@ int hk_fabric_open_opts(const struct hk_fabric_opts *o, struct hk_fabric **out, 
 			fierr(err, errlen, "fi_enable", ret);
 		}
 		goto fail;
+	}
+	if (shm_needs_prime(f)) {
+		ret = shm_prime_rx(f, err, errlen);
+		if (ret)
+			goto fail;
 	}
 	*out = f;
 	return 0;

@@ -80,7 +80,9 @@ struct hk_fabric_opts {
  * Providers without a wait fd (shm in 1.17) fall back to FI_WAIT_NONE and
  * hk_fabric_wait spins briefly, then sleeps in short growing steps.
  * -EADDRINUSE when the address is taken (another endpoint, or for shm a
- * stale /dev/shm file left by a killed process).
+ * stale /dev/shm file left by a killed process).  shm before libfabric 1.19:
+ * also posts and cancels rx_attr->size wildcard receives (a provider bug's
+ * workaround, see hk_fabric_recv); nothing of it reaches hk_fabric_poll.
  */
 int hk_fabric_open_opts(const struct hk_fabric_opts *o, struct hk_fabric **out, char *err,
 			size_t errlen);
@@ -124,6 +126,10 @@ int hk_fabric_send(struct hk_fabric *f, fi_addr_t peer, uint64_t tag, const void
 /*
  * Post a tagged receive into buf[0..len) for a message whose tag matches tag
  * outside the bits set in ignore, from any peer.  Retries like a send.
+ * shm before libfabric 1.19 matches messages that arrived before their
+ * receive with the mask of an earlier receive: hk_fabric_open primes it so
+ * wildcards (tag 0, ignore ~0) work; mixing in narrower masks on such an
+ * endpoint can lose or misdeliver early messages (see shm_prime_rx).
  */
 int hk_fabric_recv(struct hk_fabric *f, uint64_t tag, uint64_t ignore, void *buf, size_t len,
 		   const struct hk_fabric_mr *mr, void *ctx, char *err, size_t errlen);

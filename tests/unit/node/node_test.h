@@ -1,5 +1,5 @@
 /*
- * Leak checking for the node/ Criterion suites.
+ * Leak checking (and two small helpers) for the node/ Criterion suites.
  *
  * Criterion 2.4 ignores what LeakSanitizer prints when a test's worker
  * process exits, and only warns about a failed assertion or a crash in a
@@ -12,6 +12,11 @@
 #define NODE_TEST_H
 
 #include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 extern int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
 
@@ -20,6 +25,28 @@ static inline void node_assert_no_leaks(void)
 	if (__lsan_do_recoverable_leak_check)
 		cr_assert_eq(__lsan_do_recoverable_leak_check(), 0,
 			     "LeakSanitizer found leaks (report above)");
+}
+
+static inline uint64_t node_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* A TCP port on loopback nobody listens on now (the kernel picks it). */
+static inline unsigned node_free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	close(fd);
+	return ntohs(a.sin_port);
 }
 
 #ifndef NODE_TEST_AFTER

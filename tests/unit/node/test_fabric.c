@@ -5,6 +5,7 @@
  */
 #include "node_test.h"
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
@@ -23,14 +24,6 @@
 #define SMALL	    64
 #define PING_ROUNDS 1000
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* A posted operation; its address is the libfabric context. */
 struct op {
 	int done;
@@ -40,7 +33,7 @@ struct op {
 /* Poll f until op is done; 0, or -ETIMEDOUT / a poll error (message in err). */
 static int wait_op(struct hk_fabric *f, struct op *op, char *err, size_t errlen)
 {
-	uint64_t deadline = now_ns() + WAIT_MS * 1000000ull;
+	uint64_t deadline = node_now_ns() + WAIT_MS * 1000000ull;
 	struct hk_fabric_cqe c[HK_FABRIC_CQ_BATCH];
 
 	while (!op->done) {
@@ -56,7 +49,7 @@ static int wait_op(struct hk_fabric *f, struct op *op, char *err, size_t errlen)
 		}
 		if (n)
 			continue;
-		if (now_ns() > deadline) {
+		if (node_now_ns() > deadline) {
 			snprintf(err, errlen, "no completion after %d ms", WAIT_MS);
 			return -ETIMEDOUT;
 		}
@@ -187,7 +180,7 @@ static uint64_t ping_pong(struct pair *p, int rounds, size_t size)
 		for (size_t k = 0; k < size; k++)
 			out[k] = (uint8_t)(i * 31 + k * 7 + 1);
 		memset(in, 0, size);
-		t0 = now_ns();
+		t0 = node_now_ns();
 		/* post the receive first so the reply never waits for a buffer */
 		ret = hk_fabric_recv(p->a, (uint64_t)i, 0, in, size, &p->mr, &rx, err, sizeof(err));
 		if (!ret)
@@ -197,7 +190,7 @@ static uint64_t ping_pong(struct pair *p, int rounds, size_t size)
 			ret = wait_op(p->a, &tx, err, sizeof(err));
 		if (!ret)
 			ret = wait_op(p->a, &rx, err, sizeof(err));
-		rtt[i] = now_ns() - t0;
+		rtt[i] = node_now_ns() - t0;
 		if (!ret) {
 			cr_assert_eq(rx.cqe.tag, (uint64_t)i);
 			cr_assert_eq(rx.cqe.len, size);
@@ -303,4 +296,148 @@ NODE_TEST(fabric, shm_page_round_trip)
 	}
 	med = ping_pong(&pair, 200, PAGE);
 	cr_log_info("shm: median 4 KiB tagged round trip %.1f us (200 rounds)", med / 1000.0);
+}
+
+/*
+ * Messages that arrive before any receive is posted ("unexpected") must be
+ * matched by wildcard receives posted later, in the order sent.  libfabric
+ * before 1.19 shm lost them (fabric.c, shm_prime_rx): this failed with 0 of
+ * UNEXP_MSGS received before hk_fabric_open primed the receive entries.
+ */
+#define UNEXP_MSGS 48
+#define UNEXP_BIG  (68 * 1024) /* above shm's 4 KiB inject size: another protocol */
+
+static size_t unexp_len(unsigned i)
+{
+	return i % 16 == 5 ? UNEXP_BIG : i % 3 == 0 ? 3000 : 8 + i;
+}
+
+/* Post a send on a, progressing both ends while a says -FI_EAGAIN (the
+ * connection or the peer's queue waits for b); a's completions are counted
+ * in *sent, b must have none. */
+static void send_progressing(uint64_t tag, const void *buf, size_t len, struct op *ctx,
+			     unsigned *sent)
+{
+	uint64_t deadline = node_now_ns() + WAIT_MS * 1000000ull;
+	struct hk_fabric_cqe c[HK_FABRIC_CQ_BATCH];
+	int ret;
+
+	while ((ret = hk_fabric_try_send(pair.a, pair.a_to_b, tag, buf, len, NULL, ctx, err,
+					 sizeof(err))) == -FI_EAGAIN &&
+	       node_now_ns() < deadline) {
+		int n = hk_fabric_poll(pair.a, c, HK_FABRIC_CQ_BATCH, err, sizeof(err));
+
+		cr_assert_geq(n, 0, "%s", err);
+		for (int i = 0; i < n; i++)
+			((struct op *)c[i].ctx)->done = 1;
+		*sent += (unsigned)n;
+		cr_assert_eq(hk_fabric_poll(pair.b, c, HK_FABRIC_CQ_BATCH, err, sizeof(err)), 0);
+		sched_yield();
+	}
+	cr_assert_eq(ret, 0, "send of tag %" PRIu64 ": %d %s", tag, ret, err);
+}
+
+static void unexpected_then_wildcard(const char *prov)
+{
+	static struct op tx[UNEXP_MSGS], rx[UNEXP_MSGS + 1];
+	struct hk_fabric_cqe c[HK_FABRIC_CQ_BATCH];
+	/* a send's bytes must stay until it completes (shm reads big ones late) */
+	uint8_t *out = calloc(UNEXP_MSGS, UNEXP_BIG), *in = calloc(UNEXP_MSGS + 1, UNEXP_BIG);
+	unsigned sent = 0, got = 0, order_bad = 0;
+	uint64_t deadline;
+
+	if (pair_open(&pair, prov) == -FI_ENODATA) {
+		free(out);
+		free(in);
+		pair_close(&pair);
+		cr_skip_test("no %s RDM provider on this host", prov);
+		return;
+	}
+	cr_assert(out && in);
+	cr_assert_eq(hk_fabric_needs_local_mr(pair.a), 0, "test passes no MRs");
+	memset(tx, 0, sizeof(tx));
+	memset(rx, 0, sizeof(rx));
+	/* one message both ways first: the connection (shm: the peer mapping) is up */
+	cr_assert_eq(hk_fabric_recv(pair.b, 0, ANY_TAG, in, UNEXP_BIG, NULL, &rx[UNEXP_MSGS], err,
+				    sizeof(err)),
+		     0, "%s", err);
+	deadline = node_now_ns() + WAIT_MS * 1000000ull;
+	while (hk_fabric_try_send(pair.a, pair.a_to_b, 1000, out, 8, NULL, &tx[0], err,
+				  sizeof(err)) == -FI_EAGAIN &&
+	       node_now_ns() < deadline) {
+		/* the connection needs both ends' progress (shm: b maps a) */
+		cr_assert_geq(hk_fabric_poll(pair.a, c, HK_FABRIC_CQ_BATCH, err, sizeof(err)), 0);
+		cr_assert_geq(hk_fabric_poll(pair.b, c, HK_FABRIC_CQ_BATCH, err, sizeof(err)), 0);
+	}
+	deadline = node_now_ns() + WAIT_MS * 1000000ull;
+	while ((!tx[0].done || !rx[UNEXP_MSGS].done) && node_now_ns() < deadline) {
+		for (int k = 0; k < 2; k++) {
+			int n = hk_fabric_poll(k ? pair.b : pair.a, c, HK_FABRIC_CQ_BATCH, err,
+					       sizeof(err));
+
+			cr_assert_geq(n, 0, "%s", err);
+			for (int i = 0; i < n; i++)
+				((struct op *)c[i].ctx)->done = 1;
+		}
+	}
+	cr_assert(tx[0].done && rx[UNEXP_MSGS].done, "warm-up message did not arrive");
+	tx[0].done = 0;
+
+	/* a sends while b has no receive posted; b progresses, so they queue */
+	for (unsigned i = 0; i < UNEXP_MSGS; i++) {
+		uint8_t *o = out + (size_t)i * UNEXP_BIG;
+
+		o[0] = (uint8_t)i;
+		send_progressing(i, o, unexp_len(i), &tx[i], &sent);
+		cr_assert_eq(hk_fabric_poll(pair.b, c, HK_FABRIC_CQ_BATCH, err, sizeof(err)), 0);
+	}
+	for (int k = 0; k < 100; k++)
+		cr_assert_eq(hk_fabric_poll(pair.b, c, HK_FABRIC_CQ_BATCH, err, sizeof(err)), 0);
+	for (unsigned i = 0; i < UNEXP_MSGS; i++)
+		cr_assert_eq(hk_fabric_recv(pair.b, 0, ANY_TAG, in + (size_t)i * UNEXP_BIG,
+					    UNEXP_BIG, NULL, &rx[i], err, sizeof(err)),
+			     0, "%s", err);
+
+	deadline = node_now_ns() + WAIT_MS * 1000000ull;
+	while ((sent < UNEXP_MSGS || got < UNEXP_MSGS) && node_now_ns() < deadline) {
+		int n = hk_fabric_poll(pair.a, c, HK_FABRIC_CQ_BATCH, err, sizeof(err));
+
+		cr_assert_geq(n, 0, "%s", err);
+		for (int i = 0; i < n; i++, sent++)
+			cr_assert_eq(c[i].err, 0, "send: %d", c[i].err);
+		n = hk_fabric_poll(pair.b, c, HK_FABRIC_CQ_BATCH, err, sizeof(err));
+		cr_assert_geq(n, 0, "%s", err);
+		for (int i = 0; i < n; i++, got++) {
+			struct op *o = c[i].ctx;
+
+			cr_assert_eq(c[i].err, 0, "receive: %d", c[i].err);
+			o->cqe = c[i];
+		}
+		sched_yield();
+	}
+	/* FI_ORDER_SAS: the i-th receive posted holds the i-th message sent
+	 * (completions may come in another order: comp_order is none) */
+	for (unsigned i = 0; i < UNEXP_MSGS; i++)
+		if (rx[i].cqe.tag != i || rx[i].cqe.len != unexp_len(i) ||
+		    in[(size_t)i * UNEXP_BIG] != (uint8_t)i)
+			order_bad++;
+	cr_log_info("%s: %u of %u unexpected messages received, %u in the wrong buffer", prov, got,
+		    UNEXP_MSGS, order_bad);
+	cr_assert_eq(got, UNEXP_MSGS,
+		     "%s: %u of %u messages that came before their receives were received", prov,
+		     got, UNEXP_MSGS);
+	cr_assert_eq(order_bad, 0);
+	cr_assert_eq(sent, UNEXP_MSGS);
+	free(out);
+	free(in);
+}
+
+NODE_TEST(fabric, shm_unexpected_messages_match_wildcard)
+{
+	unexpected_then_wildcard("shm");
+}
+
+NODE_TEST(fabric, tcp_unexpected_messages_match_wildcard)
+{
+	unexpected_then_wildcard("tcp;ofi_rxm");
 }
