@@ -246,5 +246,6 @@ NODE_TEST(cluster_shm, threaded_senders_full_size_no_stall)
 			pthread_join(senders[i][k], NULL);
 	cr_log_info("shm: %u nodes x %u threads x %u messages (1 in %u of %u bytes) in order in "
 		    "%.2f s",
-		    NODES, THREADS, MSGS, BIG_EVERY, HK_CLUSTER_MSG_MAX, (node_now_ns() - t0) / 1e9);
+		    NODES, THREADS, MSGS, BIG_EVERY, HK_CLUSTER_MSG_MAX,
+		    (node_now_ns() - t0) / 1e9);
 }
