@@ -294,9 +294,8 @@ struct worker {
 /*
  * What a spinning test thread does between looks: sleep 20 us.  The
  * engine threads that move the pages it waits for need a core, and on two
- * shared cores under ASan neither a pure spin nor sched_yield (which CFS
- * barely honours against other processes) gave them one: the
- * message-passing test went from 2 s to over 60 s under load.
+ * shared cores under ASan a spinning thread (sched_yield is barely honoured
+ * by CFS against other processes) only slows them down.
  */
 static void relax(void)
 {
@@ -358,7 +357,6 @@ static void *mp_reader(void *arg)
 	volatile uint64_t *data = at(1, DATA_GPA), *flag = at(1, FLAG_GPA), *ack = at(1, ACK_GPA);
 	uint64_t deadline = now_s() + HANG_S;
 
-	w->ok = true;
 	for (uint64_t i = 1; i <= MP_ITERS; i++) {
 		while (*flag != i) {
 			if (now_s() > deadline) {
@@ -381,7 +379,11 @@ static void *mp_reader(void *arg)
 Test(pool, message_passing_never_sees_the_flag_before_the_data)
 {
 	volatile uint64_t *data = at(0, DATA_GPA), *flag = at(0, FLAG_GPA), *ack = at(0, ACK_GPA);
-	struct worker w = {0};
+	/* ok before the reader runs: set by the reader itself, a late start
+	 * let this loop see ok false, skip every wait for the ack and finish
+	 * alone, leaving the reader waiting for flag 1 for ever (the "slow
+	 * under ASan" failures were this) */
+	struct worker w = {.ok = true};
 	uint64_t deadline = now_s() + HANG_S;
 	pthread_t t;
 
