@@ -22,6 +22,10 @@ struct hk_proc_result {
 int hk_run(char *const argv[], int timeout_s, struct hk_proc_result *r);
 void hk_proc_result_free(struct hk_proc_result *r);
 
+/* n (<= HK_FREE_PORTS_MAX) different TCP ports on 127.0.0.1 nobody listens
+ * on now (bound at once, then let go); 0 or -errno. */
+#define HK_FREE_PORTS_MAX 16
+int hk_free_ports(unsigned n, int *ports);
 /* Start a long-lived child with stdout/stderr going to log_path. */
 pid_t hk_spawn(char *const argv[], const char *log_path);
 /* SIGTERM, then SIGKILL after grace_s; returns exit status or 128+sig. */

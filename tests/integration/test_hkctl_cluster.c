@@ -42,27 +42,6 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* n distinct free TCP ports on 127.0.0.1: all bound at once, then let go. */
-static void free_ports(unsigned n, int *ports)
-{
-	int fds[MAX_NODES];
-
-	for (unsigned i = 0; i < n; i++) {
-		struct sockaddr_in sa = {.sin_family = AF_INET,
-					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-		socklen_t len = sizeof(sa);
-
-		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-		cr_assert_geq(fds[i], 0);
-		cr_assert_eq(bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0, "bind: %s",
-			     strerror(errno));
-		cr_assert_eq(getsockname(fds[i], (struct sockaddr *)&sa, &len), 0);
-		ports[i] = ntohs(sa.sin_port);
-	}
-	for (unsigned i = 0; i < n; i++)
-		close(fds[i]);
-}
-
 static void kill_node(unsigned i)
 {
 	int st;
@@ -118,7 +97,7 @@ static void start_cluster(unsigned n)
 	snprintf(cl.dir, sizeof(cl.dir), "/tmp/hk-hkctlc-XXXXXX");
 	cr_assert_not_null(mkdtemp(cl.dir), "mkdtemp: %s", strerror(errno));
 	snprintf(cl.conf, sizeof(cl.conf), "%s/hk.conf", cl.dir);
-	free_ports(n, ports);
+	cr_assert_eq(hk_free_ports(n, ports), 0);
 	f = fopen(cl.conf, "w");
 	cr_assert_not_null(f);
 	fprintf(f, "[cluster]\nname = hkctlc\n\n[guest]\nvcpus = 2\n\n");

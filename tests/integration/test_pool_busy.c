@@ -157,27 +157,6 @@ static void dump_log(void)
 		fprintf(stderr, "(no log %s)\n", t.log);
 }
 
-/* Two free TCP ports on 127.0.0.1: both bound at once, then let go. */
-static void free_ports(int *ports)
-{
-	int fds[2];
-
-	for (unsigned i = 0; i < 2; i++) {
-		struct sockaddr_in sa = {.sin_family = AF_INET,
-					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-		socklen_t len = sizeof(sa);
-
-		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-		cr_assert_geq(fds[i], 0);
-		cr_assert_eq(bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0, "bind: %s",
-			     strerror(errno));
-		cr_assert_eq(getsockname(fds[i], (struct sockaddr *)&sa, &len), 0);
-		ports[i] = ntohs(sa.sin_port);
-	}
-	for (unsigned i = 0; i < 2; i++)
-		close(fds[i]);
-}
-
 /* hkd as n1, this process as n2; returns once the cluster has formed. */
 static void start_cluster(void)
 {
@@ -199,7 +178,7 @@ static void start_cluster(void)
 	cr_assert_not_null(f);
 	fputs("this is not a kernel\n", f);
 	fclose(f);
-	free_ports(ports);
+	cr_assert_eq(hk_free_ports(2, ports), 0);
 	f = fopen(t.conf, "w");
 	cr_assert_not_null(f);
 	fprintf(f, "[cluster]\nname = poolbusy\n\n[guest]\nvcpus = 2\n\n");
