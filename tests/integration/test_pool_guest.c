@@ -134,19 +134,29 @@ static pid_t node_pid(const char *node)
 	return hk_read_pid(path);
 }
 
-Test(pool_guest, killing_a_node_ends_the_guest_with_the_reason)
+/*
+ * Three nodes up, a guest busy far longer than a test waits (memtest
+ * passes=1000) for 5 s, then n3 gets sig (its pid returned).
+ */
+static pid_t busy_guest_then_signal_n3(struct hk_proc_result *r, int sig)
 {
-	struct hk_proc_result r = {0};
 	pid_t n3;
 
 	up();
-	/* passes=1000: runs far longer than the test waits */
-	ctl(&r, 60, "guest", "start", "--cmdline", "memtest size=16M passes=1000");
-	cr_assert_eq(r.status, 0, "guest start: %s", r.err);
+	ctl(r, 60, "guest", "start", "--cmdline", "memtest size=16M passes=1000");
+	cr_assert_eq(r->status, 0, "guest start: %s", r->err);
 	sleep(5);
 	n3 = node_pid("n3");
 	cr_assert_gt(n3, 0);
-	kill(n3, SIGKILL);
+	kill(n3, sig);
+	return n3;
+}
+
+Test(pool_guest, killing_a_node_ends_the_guest_with_the_reason)
+{
+	struct hk_proc_result r = {0};
+
+	busy_guest_then_signal_n3(&r, SIGKILL);
 	/* Down after HK_CLUSTER_DOWN_MS of silence (5 s), then the guest ends. */
 	ctl(&r, 120, "guest", "wait", NULL, NULL);
 	ctl(&r, 30, "--node", "n1", "status", NULL);
@@ -307,13 +317,7 @@ Test(pool_guest, status_answers_while_a_reboot_waits_for_a_silent_node)
 	pid_t n3, bg;
 	int st;
 
-	up();
-	ctl(&r, 60, "guest", "start", "--cmdline", "memtest size=16M passes=1000");
-	cr_assert_eq(r.status, 0, "guest start: %s", r.err);
-	sleep(5);
-	n3 = node_pid("n3");
-	cr_assert_gt(n3, 0);
-	kill(n3, SIGSTOP);
+	n3 = busy_guest_then_signal_n3(&r, SIGSTOP);
 	snprintf(log, sizeof(log), "%s/reboot.out", dir);
 	bg = hk_spawn(argv, log);
 	cr_assert_gt(bg, 0);
