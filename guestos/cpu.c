@@ -38,7 +38,9 @@ void cpu_load_tss(unsigned cpu)
 	unsigned slot = GDT_TSS0_INDEX + 2 * cpu;
 
 	t->rsp[0] = (uint64_t)(uintptr_t)&guestos_kstacks[cpu + 1][0];
-	/* I/O bitmap offset past the limit: no bitmap, IOPL=3 alone grants port access. */
+	/* I/O bitmap offset past the limit: no bitmap, so with IOPL=0 ring 3
+	 * may touch no port at all (ring-3 port I/O faults on kvm_pvm anyway:
+	 * we make every CPU agree). */
 	t->iomap_base = sizeof(*t);
 
 	/* Available 64-bit TSS (type 9), present, DPL 0. */
@@ -59,10 +61,10 @@ static void idt_set(unsigned vec, uint64_t handler, unsigned dpl)
 
 void idt_init(void)
 {
+	/* Every gate DPL 0: a ring-3 `int $n` faults (#GP) on any CPU, as it
+	 * does on kvm_pvm (#UD there); ring 3 enters ring 0 by syscall only. */
 	for (unsigned v = 0; v < NR_EXCEPTIONS; v++)
 		idt_set(v, guestos_trap_stubs[v], 0);
-	/* DPL 3 so ring-3 tasks can park themselves with int $VEC_PARK. */
-	idt_set(VEC_PARK, (uint64_t)(uintptr_t)guestos_park_stub, 3);
 }
 
 void idt_load(void)

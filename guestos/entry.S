@@ -1,7 +1,8 @@
 /*
  * Ring transitions: the drop to ring 3 (enter_user), the exception stubs
- * that bring a fault back to ring 0 for reporting, and the park gate that
- * halts a vCPU which has nothing left to do.
+ * that bring a fault back to ring 0 for reporting, and the syscall entry
+ * through which ring 3 asks ring 0 for port I/O when there is no service
+ * page (host.c: under QEMU).
  */
 #include "guestos.h"
 
@@ -10,9 +11,9 @@
 
 /*
  * enter_user(entry, rsp, arg): iretq to entry(arg) in ring 3 on stack rsp
- * with IOPL=3, so ring-3 code does port I/O itself (each access is one exit
- * either way; no ring-0 detour on kvm_pvm). IF stays 0: guestos takes no
- * interrupts. The ring-0 stack this runs on is reused for traps via TSS.rsp0.
+ * with IOPL=0: ring 3 does no port I/O (host.c). IF stays 0: guestos takes
+ * no interrupts. The ring-0 stack this runs on is reused for traps via
+ * TSS.rsp0.
  */
 	.globl enter_user
 enter_user:
@@ -86,12 +87,33 @@ trap_common:
 	call guestos_trap       /* reports and exits; never returns */
 	ud2
 
-/* Vector VEC_PARK (DPL 3): halt this vCPU for good, interrupts off. */
-	.globl guestos_park_stub
-guestos_park_stub:
-	cli
-1:	hlt
-	jmp 1b
+/*
+ * host_syscall(op, a, b): ring 3 -> ring 0 -> ring 3.  A function, not
+ * inline asm, so the caller already treats every SysV caller-saved
+ * register as clobbered by guestos_syscall.
+ */
+	.globl host_syscall
+host_syscall:
+	syscall
+	ret
+
+/*
+ * syscall lands here in ring 0 with RCX = return RIP, R11 = RFLAGS and
+ * RSP still the caller's ring-3 stack, which ring 0 simply keeps using:
+ * guestos maps one address space for both rings, takes no interrupts
+ * (FMASK clears IF) and runs a few port accesses here.
+ */
+	.globl guestos_syscall_entry
+guestos_syscall_entry:
+	pushq %rcx
+	pushq %r11
+	sub $8, %rsp            /* entered at 8 mod 16 (after host_syscall's call) */
+	cld
+	call guestos_syscall
+	add $8, %rsp
+	popq %r11
+	popq %rcx
+	sysretq
 
 	.section .rodata
 	.balign 8

@@ -5,8 +5,10 @@
  *
  * Privilege split (see docs/boot-abi.md and ARCHITECTURE.md section 3): on
  * kvm_pvm ring-0 guest code is emulated ~4000x slower than ring 3, so ring 0
- * only builds the CPU tables and drops to ring 3 with IOPL=3. Everything else
- * (command line, console output, workloads, debug exit) runs in ring 3.
+ * only builds the CPU tables and drops to ring 3 (IOPL=0). Everything else
+ * (command line, console output, workloads, the exit) runs in ring 3, which
+ * reaches its host through host.c: hyperkernel's service page (MMIO), or
+ * under QEMU a syscall into ring 0, never ring-3 port I/O or `int $n`.
  */
 #ifndef GUESTOS_H
 #define GUESTOS_H
@@ -30,14 +32,11 @@
 #define GDT_TSS0_INDEX 5
 #define GDT_ENTRIES    (GDT_TSS0_INDEX + 2 * GUESTOS_MAX_VCPUS)
 
-/* RFLAGS for ring-3 tasks: IOPL=3 (port I/O allowed), IF=0, reserved bit 1. */
-#define USER_RFLAGS 0x3002
+/* RFLAGS for ring-3 tasks: IOPL=0 (port I/O faults), IF=0, reserved bit 1. */
+#define USER_RFLAGS 0x0002
 
 /* Where sipi.S's trampoline runs under QEMU: page-aligned, below 1 MiB. */
 #define SIPI_TRAMPOLINE 0x8000
-
-/* Software interrupt (DPL 3) that halts the calling vCPU for good. */
-#define VEC_PARK 0x81
 
 #define NR_EXCEPTIONS 32
 
@@ -53,7 +52,7 @@
 
 #define GUESTOS_PAGE_SIZE 4096ULL
 
-/* Exit values written to port 0x501; hkd/QEMU report (v << 1) | 1. */
+/* Exit values (host_exit); hkd and QEMU report (v << 1) | 1. */
 enum guestos_exit {
 	GUESTOS_EXIT_OK = 0,
 	GUESTOS_EXIT_WORKLOAD = 1,
@@ -72,7 +71,7 @@ enum guestos_exit {
 extern char __guestos_start[], __guestos_end[];
 extern uint64_t guestos_gdt[GDT_ENTRIES];
 extern const uint64_t guestos_trap_stubs[NR_EXCEPTIONS];
-void guestos_park_stub(void);
+void guestos_syscall_entry(void);
 NORETURN void enter_user(void (*entry)(unsigned), uint64_t rsp, unsigned arg);
 
 /* ---- per-vCPU memory (smp.c) ------------------------------------------ */
@@ -102,24 +101,27 @@ static inline uint64_t rdtsc(void)
 	return ((uint64_t)hi << 32) | lo;
 }
 
-static inline void outb(uint16_t port, uint8_t v)
-{
-	__asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port));
-}
+/* ---- host.c: console, exit and park from either ring ------------------- */
 
-static inline uint8_t inb(uint16_t port)
-{
-	uint8_t v;
-	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-	return v;
-}
+/* host_syscall operations (ring 3 -> ring 0, ports backend only). */
+enum guestos_sys {
+	GUESTOS_SYS_CONSOLE = 0, /* a = text, b = length */
+	GUESTOS_SYS_EXIT = 1,	 /* a = exit value */
+	GUESTOS_SYS_PARK = 2,
+};
 
-/* Halts this vCPU forever (ring 0 or 3: the park gate has DPL 3). */
-static inline NORETURN void park(void)
-{
-	for (;;)
-		__asm__ volatile("int %0" ::"i"(VEC_PARK) : "memory");
-}
+/* Ring 0, vCPU 0, before the others leave boot: picks the backend. */
+void host_init(bool hyperkernel);
+/* Ring 0, every vCPU: per-CPU set-up the backend needs (syscall MSRs). */
+void host_init_cpu(void);
+const char *host_name(void);
+void host_console_write(const char *s, size_t n);
+/* End the guest with v (status (v << 1) | 1). */
+NORETURN void host_exit(unsigned v);
+/* Stop this vCPU for good. */
+NORETURN void host_park(void);
+/* entry.S: `syscall` with op, a, b in rdi, rsi, rdx (SysV clobbers). */
+void host_syscall(uint64_t op, uint64_t a, uint64_t b);
 
 /* ---- lib.c: the few string functions a freestanding build still needs -- */
 
@@ -131,13 +133,11 @@ int strncmp(const char *a, const char *b, size_t n);
 
 /* ---- console.c, printf.c (ring 3; trap.c uses the unlocked variant) ---- */
 
-void console_init(bool poll_lsr);
 void console_write(const char *s, size_t n);
 void console_write_unlocked(const char *s, size_t n);
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) PRINTF_LIKE(3, 0);
 int snprintf(char *buf, size_t size, const char *fmt, ...) PRINTF_LIKE(3, 4);
 int printk(const char *fmt, ...) PRINTF_LIKE(1, 2);
-NORETURN void debug_exit(enum guestos_exit v);
 
 /* ---- bootinfo.c: what start_info tells us (ring 3, read by vCPU 0) ----- */
 

@@ -2,9 +2,10 @@
  * Bring-up of every vCPU and the hand-off of one workload to all of them.
  *
  * Ring 0 (guestos_kmain, reached from boot.S on each vCPU with its own
- * stack): load this vCPU's TSS; vCPU 0 also fills the IDT and publishes
- * idt_ready, which the other vCPUs wait for before lidt, so no vCPU can
- * take a trap through a half-written IDT. Then iretq to task_main in ring 3.
+ * stack): load this vCPU's TSS; vCPU 0 also picks how to reach the host
+ * (host.c), fills the IDT and publishes idt_ready, which the other vCPUs
+ * wait for before lidt, so no vCPU can take a trap through a half-written
+ * IDT. Then iretq to task_main in ring 3.
  *
  * Ring 3 (task_main): vCPU 0 reads start_info and the command line, prints
  * the banner, validates the workload's arguments and publishes `work`. The
@@ -73,12 +74,14 @@ void guestos_kmain(unsigned cpu, unsigned hyperkernel, uint32_t start_info)
 	if (cpu == 0) {
 		guestos_hyperkernel = hyperkernel;
 		guestos_start_info_paddr = start_info;
+		host_init(hyperkernel);
 		idt_init();
 		__atomic_store_n(&idt_ready, 1, __ATOMIC_RELEASE);
 	} else {
 		while (!__atomic_load_n(&idt_ready, __ATOMIC_ACQUIRE))
 			cpu_relax();
 	}
+	host_init_cpu();
 	idt_load();
 	enter_user(task_main, (uint64_t)(uintptr_t)&ustacks[cpu + 1][0], cpu);
 }
@@ -135,15 +138,13 @@ static NORETURN void boot_main(void)
 	const struct workload *wl;
 	unsigned nr;
 
-	/* QEMU's UART can back-pressure; hyperkernel's never does (and a poll is an exit). */
-	console_init(!guestos_hyperkernel);
 	if (bootinfo_read(bi, guestos_start_info_paddr) < 0)
-		debug_exit(GUESTOS_EXIT_CMDLINE);
+		host_exit(GUESTOS_EXIT_CMDLINE);
 	if (cmdline_parse(&cl, bi->cmdline) < 0)
-		debug_exit(GUESTOS_EXIT_CMDLINE);
+		host_exit(GUESTOS_EXIT_CMDLINE);
 	nr = smp_nr_vcpus(&cl);
-	printk("guestos: %u vCPU%s, %lu MiB RAM, cmdline \"%s\"\n", nr, nr == 1 ? "" : "s",
-	       bi->ram_bytes >> 20, bi->cmdline);
+	printk("guestos: %u vCPU%s, %lu MiB RAM, host via %s, cmdline \"%s\"\n", nr,
+	       nr == 1 ? "" : "s", bi->ram_bytes >> 20, host_name(), bi->cmdline);
 	if (!guestos_hyperkernel && cl.vcpus)
 		printk("guestos: hk.vcpus=%u ignored: not started by hyperkernel\n", cl.vcpus);
 	if (guestos_hyperkernel && cl.sipi)
@@ -151,23 +152,23 @@ static NORETURN void boot_main(void)
 	if (cl.argc == 0) {
 		printk("guestos: no workload on the command line (workloads: %s)\n",
 		       workload_names());
-		debug_exit(GUESTOS_EXIT_CMDLINE);
+		host_exit(GUESTOS_EXIT_CMDLINE);
 	}
 	wl = workload_find(cl.argv[0]);
 	if (!wl) {
 		printk("guestos: unknown workload '%s' (workloads: %s)\n", cl.argv[0],
 		       workload_names());
-		debug_exit(GUESTOS_EXIT_CMDLINE);
+		host_exit(GUESTOS_EXIT_CMDLINE);
 	}
 	if (wl->parse(&cl) < 0)
-		debug_exit(GUESTOS_EXIT_CMDLINE);
+		host_exit(GUESTOS_EXIT_CMDLINE);
 	if (!guestos_hyperkernel && nr > 1 && sipi_start_aps(nr, guestos_start_info_paddr) < 0)
-		debug_exit(GUESTOS_EXIT_WORKLOAD);
+		host_exit(GUESTOS_EXIT_WORKLOAD);
 
 	work.wl = wl;
 	work.nr = nr;
 	__atomic_store_n(&work.published, 1, __ATOMIC_RELEASE);
-	debug_exit(wl->run(0, nr));
+	host_exit(wl->run(0, nr));
 }
 
 static NORETURN void ap_main(unsigned cpu)
@@ -176,7 +177,7 @@ static NORETURN void ap_main(unsigned cpu)
 		cpu_relax();
 	if (cpu < work.nr)
 		work.wl->run(cpu, work.nr);
-	park();
+	host_park();
 }
 
 void task_main(unsigned cpu)

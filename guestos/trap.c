@@ -37,5 +37,5 @@ void guestos_trap(struct trap_frame *tf)
 	 * line interleaved with another vCPU's output beats a deadlock.
 	 */
 	console_write_unlocked(line, (size_t)n);
-	debug_exit(GUESTOS_EXIT_EXCEPTION);
+	host_exit(GUESTOS_EXIT_EXCEPTION);
 }

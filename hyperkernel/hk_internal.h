@@ -51,6 +51,7 @@ struct hk_pio_dev {
 
 extern const struct hk_pio_ops hk_serial_ops;
 extern const struct hk_pio_ops hk_debug_exit_ops;
+extern const struct hk_mmio_ops hk_service_ops; /* at HK_SERVICE_PAGE_GPA */
 
 /* A device window another node serves (dev_remote.c). */
 struct hk_remote_win {
@@ -81,6 +82,9 @@ struct hk_vcpu {
 	_Atomic bool park_req;
 	bool parked;
 	bool running;
+	/* Set by the service page's park register on this vCPU's own thread:
+	 * the vCPU ends at the end of the current exit, as after a halt. */
+	bool stop_self;
 };
 
 struct hk_vm {
@@ -160,6 +164,8 @@ int hk_x86_write_boot_gdt(struct hk_mem *mem);
 
 /* vcpu.c */
 int hk_vcpu_init(struct hk_vm *vm, unsigned index, char *err, size_t errlen);
+/* The vCPU whose thread this is, or NULL (device models called elsewhere). */
+struct hk_vcpu *hk_vcpu_self(void);
 int hk_vcpu_start(struct hk_vcpu *vcpu);
 void hk_vcpu_kick(struct hk_vcpu *vcpu);
 void hk_vcpu_join(struct hk_vcpu *vcpu);

@@ -17,6 +17,7 @@
  * A signal interrupts KVM_RUN only if it arrives inside the ioctl; setting
  * immediate_exit also covers a signal that lands just before it. */
 static __thread struct kvm_run *volatile tls_run;
+static __thread struct hk_vcpu *tls_vcpu;
 
 #define HK_KICK_SIGNAL SIGUSR1
 
@@ -25,6 +26,11 @@ static void kick_handler(int sig)
 	(void)sig;
 	if (tls_run)
 		tls_run->immediate_exit = 1;
+}
+
+struct hk_vcpu *hk_vcpu_self(void)
+{
+	return tls_vcpu;
 }
 
 static pthread_once_t kick_once = PTHREAD_ONCE_INIT;
@@ -48,6 +54,7 @@ int hk_vcpu_init(struct hk_vm *vm, unsigned index, char *err, size_t errlen)
 	v->index = index;
 	atomic_store(&v->park_req, (vm->start_parked >> index) & 1);
 	v->parked = false;
+	v->stop_self = false;
 	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, index);
 	if (v->fd < 0) {
 		ret = -errno;
@@ -119,6 +126,11 @@ static bool vcpu_handle_exit(struct hk_vcpu *v)
 		atomic_fetch_add(&v->io_exits, 1);
 		hk_mmio_access(vm, run->mmio.phys_addr, run->mmio.is_write, run->mmio.data,
 			       run->mmio.len > 8 ? 8 : run->mmio.len);
+		if (v->stop_self) {
+			/* The service page's park register: a halt by another name. */
+			vcpu_halted(v);
+			return false;
+		}
 		return true;
 	case KVM_EXIT_HLT:
 		vcpu_halted(v);
@@ -180,6 +192,7 @@ static void *vcpu_thread(void *arg)
 	sigaddset(&set, HK_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	tls_run = v->run;
+	tls_vcpu = v;
 	/* Pooled memory charges this thread's faults to this vCPU. */
 	hk_mem_pool_vcpu_thread(vm->mem, v->index, (uint32_t)gettid());
 
@@ -201,6 +214,7 @@ static void *vcpu_thread(void *arg)
 			break;
 	}
 	tls_run = NULL;
+	tls_vcpu = NULL;
 	pthread_mutex_lock(&vm->lock);
 	v->running = false;
 	pthread_cond_broadcast(&vm->park_cv);

@@ -17,6 +17,7 @@
 
 #include "blk.h"
 #include "hk_internal.h"
+#include "hk_service_page.h"
 #include "mem_internal.h"
 #include "replica.h"
 
@@ -190,7 +191,9 @@ static int vm_boot(struct hk_vm *vm, char *err, size_t errlen)
 	int ret;
 
 	if ((ret = hk_pio_register(vm, &hk_serial_ops, &vm->serial)) ||
-	    (ret = hk_pio_register(vm, &hk_debug_exit_ops, NULL))) {
+	    (ret = hk_pio_register(vm, &hk_debug_exit_ops, NULL)) ||
+	    (ret = hk_mmio_register(vm, HK_SERVICE_PAGE_GPA, HK_SERVICE_PAGE_SIZE, &hk_service_ops,
+				    NULL))) {
 		snprintf(err, errlen, "cannot register devices: %s", strerror(-ret));
 		return ret;
 	}

@@ -113,8 +113,8 @@ Test(guestos, memtest_64m_ok)
 	cr_expect_eq(b.status, STATUS_OK, "status %d, want %d; output:\n%s", b.status, STATUS_OK,
 		     b.out);
 	hk_line_with(b.out, "guestos: 1 vCPU, ", line, sizeof(line));
-	cr_expect(strstr(line, " MiB RAM, cmdline \"memtest size=64M seed=7\""), "banner '%s'",
-		  line);
+	cr_expect(strstr(line, " MiB RAM, host via ports, cmdline \"memtest size=64M seed=7\""),
+		  "banner '%s'", line);
 	cr_expect(strstr(b.out, "memtest: 64 MiB at 0x") && strstr(b.out, " seed 7 on 1 vCPU\n"),
 		  "no size line in:\n%s", b.out);
 	cr_expect(strstr(b.out, "memtest: first-touch fill+verify "), "no timing line:\n%s", b.out);
@@ -249,6 +249,35 @@ Test(guestos, exception_is_reported)
 	hk_line_with(b.out, "guestos: exception 14 at RIP 0x", line, sizeof(line));
 	cr_expect(strstr(line, " cr2 0x1000000000 ") && strstr(line, "ring 3"), "output:\n%s",
 		  b.out);
+}
+
+/*
+ * Ring 3 may do no port I/O and no software interrupt on any CPU (kvm_pvm
+ * refuses both whatever IOPL and gate DPL say): guestos runs its tasks
+ * with IOPL=0 and DPL-0 gates, so QEMU faults them too and a guest that
+ * relied on either would fail here, not only on kvm_pvm.
+ */
+static void ring3_must_fault(const char *kind)
+{
+	static struct hk_proc_result b;
+	char cmd[64], line[512];
+
+	snprintf(cmd, sizeof(cmd), "fault kind=%s", kind);
+	boot_guestos(&b, cmd, "256M");
+	cr_expect_eq(b.status, STATUS_EXCEPTION, "%s: output:\n%s", kind, b.out);
+	hk_line_with(b.out, "guestos: exception 13 at RIP 0x", line, sizeof(line));
+	cr_expect(strstr(line, "ring 3"), "%s: no #GP in ring 3:\n%s", kind, b.out);
+	cr_expect(!strstr(b.out, "fault: no exception"), "%s: output:\n%s", kind, b.out);
+}
+
+Test(guestos, ring3_port_io_faults)
+{
+	ring3_must_fault("port");
+}
+
+Test(guestos, ring3_software_interrupt_faults)
+{
+	ring3_must_fault("int");
 }
 
 /* ---- litmus: x86-TSO litmus tests between vCPUs 0 and 1 ---------------- */

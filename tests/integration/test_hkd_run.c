@@ -180,7 +180,42 @@ Test(hkd_run, every_vcpu_comes_up)
 	hk_run(argv, 120, &r);
 	cr_assert_eq(r.status, 1, "status %d: %s %s", r.status, r.err, r.out);
 	cr_assert_eq(hk_count(r.out, "hello from vCPU"), 4, "console: %s", r.out);
+	/* Ring 3 reached hkd through the service page (each vCPU also checked
+	 * that the page named it), not through ports. */
+	cr_assert(strstr(r.out, ", host via service page, "), "console: %s", r.out);
+	cr_assert(!strstr(r.out, "names vCPU"), "console: %s", r.out);
 	hk_proc_result_free(&r);
+}
+
+/*
+ * What kvm_pvm refuses, every hypervisor refuses for guestos: a ring-3
+ * port access or software interrupt is an exception (status 7), not a
+ * device access, so no test passes here that would fail there.
+ */
+static void ring3_must_fault(const char *kind)
+{
+	char cmd[64];
+	char *argv[] = {hkd, "run", "--kernel", (char *)guestos(), "--cmdline", cmd, NULL};
+	struct hk_proc_result r;
+
+	need_kvm();
+	snprintf(cmd, sizeof(cmd), "fault kind=%s", kind);
+	hk_run(argv, 120, &r);
+	cr_assert_eq(r.status, 7, "%s: status %d: %s %s", kind, r.status, r.err, r.out);
+	cr_assert(strstr(r.out, "guestos: exception ") && strstr(r.out, "ring 3"),
+		  "%s: console: %s", kind, r.out);
+	cr_assert(!strstr(r.out, "fault: no exception"), "%s: console: %s", kind, r.out);
+	hk_proc_result_free(&r);
+}
+
+Test(hkd_run, ring3_port_io_faults)
+{
+	ring3_must_fault("port");
+}
+
+Test(hkd_run, ring3_software_interrupt_faults)
+{
+	ring3_must_fault("int");
 }
 
 Test(hkd_run, guest_rejects_bad_cmdline)

@@ -5,8 +5,11 @@
  * Ring 0 only sets up: long mode with the first GiB identity-mapped
  * (2 MiB pages, user-accessible), SSE on, and AVX2 through XSAVE/XCR0
  * when CPUID offers it; no vector instruction runs in ring 0 (AVX in
- * ring 0 fails on kvm_pvm). Then iretq to ring 3 with IOPL 3, where the
- * work runs at native speed and talks to COM1 and isa-debug-exit itself.
+ * ring 0 fails on kvm_pvm). Then iretq to ring 3 with IOPL 0, where the
+ * work runs at native speed and reaches hkd through the service page
+ * (proto/hk_service_page.h; mapped like RAM, it exits because no memory
+ * slot backs it): no ring-3 port I/O, which kvm_pvm refuses whatever
+ * IOPL says.
  * Ring 3 first tries one AVX2 instruction: where CPUID offers AVX2 but
  * the CPU still raises #UD (QEMU 7.2 TCG running KVM's nested-SVM guests
  * does), the #UD gate switches to the SSE path instead of triple-faulting.
@@ -19,7 +22,7 @@
  * between GPRs and vectors; and the TSC, read every iteration and
  * compared with the previous read (r14 counts reads that went
  * backwards). A vCPU parked and moved anywhere in this loop must come
- * back with every bit, or the sum differs. Output on COM1:
+ * back with every bit, or the sum differs. Output on the console:
  *
  *   migkernel: start vec=avx2|sse
  *   ................................      (one dot per round)
@@ -39,8 +42,10 @@
 #define KSTACK_TOP 0x318000 /* PVH gives no stack */
 #define USTACK_TOP 0x320000
 
-#define COM1	  0x3f8
-#define EXIT_PORT 0x501
+#include "hk_service_page.h"
+
+#define PD_HOLE	   0x303000 /* maps the 2 MiB around the service page */
+#define SVC	   HK_SERVICE_PAGE_GPA
 
 #define ROUNDS 32
 #define ITERS  (1 << 17)
@@ -63,10 +68,12 @@ mig_entry:
 	mov $KSTACK_TOP, %esp
 	mov $PML4, %edi
 	xor %eax, %eax
-	mov $(3 * 4096 / 4), %ecx
+	mov $(4 * 4096 / 4), %ecx
 	rep stosl
 	movl $(PDPT | 0x27), PML4       /* P | W | U | A */
 	movl $(PD | 0x27), PDPT
+	movl $(PD_HOLE | 0x27), PDPT + 3 * 8
+	movl $((SVC & ~0x1fffff) | 0xe7), PD_HOLE + ((SVC >> 21) & 511) * 8
 	mov $PD, %edi
 	mov $0xe7, %eax                 /* P | W | U | A | D | PS: 2 MiB */
 	mov $512, %ecx
@@ -140,7 +147,7 @@ long_mode:
 	lidt idt_desc
 	pushq $0x23                     /* SS: user data */
 	pushq $USTACK_TOP
-	pushq $0x3002                   /* RFLAGS: IOPL 3, interrupts off */
+	pushq $0x0002                   /* RFLAGS: IOPL 0, interrupts off */
 	pushq $0x1b                     /* CS: user code */
 	pushq $user_main
 	iretq
@@ -155,11 +162,11 @@ ud_gate:
 
 /* Print the NUL-terminated string at rsi; clobbers rax, rdx, rsi. */
 puts:
-	mov $COM1, %dx
+	mov $SVC, %edx                  /* zero-extended: a 32-bit disp would sign-extend */
 1:	lodsb
 	test %al, %al
 	jz 2f
-	outb %al, %dx
+	movb %al, HK_SERVICE_CONSOLE(%rdx)
 	jmp 1b
 2:	ret
 
@@ -174,8 +181,8 @@ put_hex:
 	cmp $'9', %eax
 	jbe 2f
 	add $('a' - '9' - 1), %eax
-2:	mov $COM1, %dx
-	outb %al, %dx
+2:	mov $SVC, %edx
+	movb %al, HK_SERVICE_CONSOLE(%rdx)
 	loop 1b
 	ret
 
@@ -267,9 +274,9 @@ sse_iter:
 	mulpd %xmm15, %xmm14            /* rounded toward zero (MXCSR) */
 	dec %r13
 	jnz sse_iter
-	mov $COM1, %dx
+	mov $SVC, %edx
 	mov $'.', %al
-	outb %al, %dx
+	movb %al, HK_SERVICE_CONSOLE(%rdx)
 	dec %r12
 	jnz sse_round
 	.irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
@@ -307,9 +314,9 @@ avx2_iter:
 	vmulpd %ymm15, %ymm14, %ymm14
 	dec %r13
 	jnz avx2_iter
-	mov $COM1, %dx
+	mov $SVC, %edx
 	mov $'.', %al
-	outb %al, %dx
+	movb %al, HK_SERVICE_CONSOLE(%rdx)
 	dec %r12
 	jnz avx2_round
 	.irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
@@ -347,8 +354,8 @@ finish:
 	test %r14, %r14
 	jz 2f
 	mov $0x15, %al
-2:	mov $EXIT_PORT, %dx
-	outb %al, %dx
+2:	mov $SVC, %edx
+	movb %al, HK_SERVICE_EXIT(%rdx)
 3:	pause                           /* the exit ends the guest; ring 3 cannot hlt */
 	jmp 3b
 
