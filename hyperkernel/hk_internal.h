@@ -119,6 +119,7 @@ struct hk_vm {
 	struct hk_replica *replicas; /* for devices at the next boot */
 	_Atomic(struct hk_replica *) wp_table; /* what the write-protect hook drops from */
 	uint16_t node_id;
+	enum hk_write_tracking write_tracking; /* as configured; see vm_setup_tracking */
 	bool loader; /* writes the kernel into guest memory (not pooled, or node 0) */
 
 	/* Guest lifecycle, guarded by lock; done is broadcast on every change. */

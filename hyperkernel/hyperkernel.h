@@ -54,6 +54,9 @@ struct hk_mem_stats {
 	uint64_t fault_races;    /* events for pages already present (woken) */
 	uint64_t fault_ns;       /* time spent resolving */
 	uint64_t wp_faults;      /* first writes to write-protected pages */
+	/* KVM dirty-log tracking (wtrack_kvm.c); 0 with uffd */
+	uint64_t harvests;     /* dirty-log reads */
+	uint64_t false_alarms; /* pages KVM called dirty whose bytes had not changed */
 };
 
 /*
@@ -84,6 +87,9 @@ int hk_mem_read(const struct hk_mem *mem, uint64_t gpa, void *dst, uint64_t len)
 #define HK_PG_SHARED    0x08 /* read-only copy; write-protected */
 #define HK_PG_EXCL      0x10 /* the only copy, writable */
 #define HK_PG_PENDING   0x20 /* a request for this page is in flight */
+/* Write tracking (wtrack.c): a guest write to the page will be reported. */
+#define HK_PG_TRACKED 0x40
+#define HK_PG_ARMING  0x80 /* wtrack_kvm.c, under its lock only */
 
 /* Frame of a guest-physical page, or UINT64_MAX when not RAM. */
 uint64_t hk_mem_frame(const struct hk_mem *mem, uint64_t gpa);
@@ -114,6 +120,16 @@ void hk_mem_set_wp_hook(struct hk_mem *mem, hk_wp_hook_fn fn, void *ctx);
  * number of pages kept.
  */
 uint64_t hk_mem_scrub(struct hk_mem *mem, bool keep_replicas);
+
+/*
+ * How guest writes to replica pages are noticed: "uffd" (write-protect,
+ * reported at the write) or "kvm-dirty-log" (reported at the next
+ * harvest; see hyperkernel/wtrack.c).  hk_mem_harvest_all takes in every
+ * write made so far and returns the pages that stopped being replicas;
+ * call it before trusting the table from outside the device (verify).
+ */
+const char *hk_mem_tracking(const struct hk_mem *mem);
+uint64_t hk_mem_harvest_all(struct hk_mem *mem);
 
 /* RAM ranges in guest-physical order (at most two: below the hole, above 4 GiB). */
 struct hk_mem_range {
@@ -281,12 +297,21 @@ struct hk_vm_remote_ops {
 
 #define HK_VM_MAX_DISKS 8
 
+/* How guest writes to replica pages are noticed (hk_mem_tracking). */
+enum hk_write_tracking {
+	HK_WT_AUTO = 0, /* KVM's dirty log where it offers manual protect, else uffd */
+	HK_WT_UFFD,	/* userfaultfd write-protect */
+	HK_WT_KVM,	/* KVM's dirty log; refused where KVM cannot */
+};
+
 struct hk_vm_config {
 	const char *kernel_path;
 	const char *cmdline; /* NULL = empty; " hk.vcpus=N" is appended */
 	uint64_t memory;
 	unsigned vcpus;
 	uint64_t fault_window; /* 0 = HK_FAULT_WINDOW_DEFAULT */
+	/* Pooled guests always use uffd: coherence write-protects shared copies. */
+	enum hk_write_tracking write_tracking;
 	hk_console_fn console; /* serial output; may be NULL */
 	void *console_ctx;
 	const struct hk_vm_disk *disks;

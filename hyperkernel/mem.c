@@ -53,6 +53,8 @@ int hk_mem_create(uint64_t size, uint64_t window, struct hk_mem **out, char *err
 	mem->stop_fd = -1;
 	mem->size = size;
 	mem->window = window;
+	mem->wtrack = &hk_wtrack_uffd_ops;
+	mem->slot_max = HK_SLOT_MAX;
 
 	low = size < HK_GPA_MMIO_HOLE ? size : HK_GPA_MMIO_HOLE;
 	mem->ranges[0] = (struct hk_mem_range){.gpa = 0, .len = low};
@@ -123,6 +125,7 @@ void hk_mem_destroy(struct hk_mem *mem)
 		munmap((void *)mem->zero, mem->window);
 	free(mem->window_done);
 	hk_pagestate_free(mem);
+	hk_wtrack_kvm_free(mem);
 	free(mem);
 }
 
@@ -180,25 +183,36 @@ void hk_mem_get_stats(const struct hk_mem *mem, struct hk_mem_stats *st)
 	st->fault_races = atomic_load(&mem->fault_races);
 	st->fault_ns = atomic_load(&mem->fault_ns);
 	st->wp_faults = atomic_load(&mem->wp_faults);
+	st->harvests = atomic_load(&mem->kvm_wt.harvests);
+	st->false_alarms = atomic_load(&mem->kvm_wt.false_alarms);
 }
 
 int hk_mem_attach_kvm(struct hk_mem *mem, int vm_fd, char *err, size_t errlen)
 {
+	bool dirty_log = mem->wtrack == &hk_wtrack_kvm_ops;
 	unsigned slot = 0;
+	int ret;
 
 	for (unsigned i = 0; i < mem->n_ranges; i++) {
-		for (uint64_t off = 0; off < mem->ranges[i].len; off += HK_SLOT_MAX) {
+		for (uint64_t off = 0; off < mem->ranges[i].len; off += mem->slot_max) {
 			uint64_t len = mem->ranges[i].len - off;
 			struct kvm_userspace_memory_region r;
 
-			if (len > HK_SLOT_MAX)
-				len = HK_SLOT_MAX;
+			if (len > mem->slot_max)
+				len = mem->slot_max;
 			r = (struct kvm_userspace_memory_region){
-				.slot = slot,
-				.guest_phys_addr = mem->ranges[i].gpa + off,
-				.memory_size = len,
-				.userspace_addr = (uintptr_t)(mem->base + mem->host_off[i] + off),
+			    .slot = slot,
+			    .flags = dirty_log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+			    .guest_phys_addr = mem->ranges[i].gpa + off,
+			    .memory_size = len,
+			    .userspace_addr = (uintptr_t)(mem->base + mem->host_off[i] + off),
 			};
+			if (dirty_log)
+				mem->kvm_wt.slots[slot] = (struct hk_kvm_slot){
+				    .id = slot,
+				    .first_frame = (mem->host_off[i] + off) / HK_PAGE_SIZE,
+				    .pages = len / HK_PAGE_SIZE,
+				};
 			if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0) {
 				int e = errno;
 
@@ -211,5 +225,12 @@ int hk_mem_attach_kvm(struct hk_mem *mem, int vm_fd, char *err, size_t errlen)
 			slot++;
 		}
 	}
-	return 0;
+	if (!dirty_log)
+		return 0;
+	mem->kvm_wt.n_slots = slot;
+	ret = hk_wtrack_kvm_attach(mem, vm_fd);
+	if (ret)
+		snprintf(err, errlen, "cannot re-arm write tracking in the new VM: %s",
+			 strerror(-ret));
+	return ret;
 }

@@ -123,21 +123,13 @@ void hk_mem_set_wp_hook(struct hk_mem *mem, hk_wp_hook_fn fn, void *ctx)
 	mem->wp_hook = fn;
 }
 
-/* Fault thread: the first write to a protected page. */
+/* Fault thread: the first write to a write-protected page (uffd tracking). */
 void hk_pagestate_wp_fault(struct hk_mem *mem, uint64_t addr)
 {
 	uint64_t off = (addr - (uintptr_t)mem->base) & ~(HK_PAGE_SIZE - 1);
-	uint64_t frame = off / HK_PAGE_SIZE, gpa = hk_mem_frame_gpa(mem, frame);
-	uint8_t before;
+	uint64_t frame = off / HK_PAGE_SIZE;
 
-	/* Order matters: the page stops being a replica before the writer
-	 * can change it, and a writeback in flight learns it is stale. */
-	before = hk_mem_page_clear(mem, frame, HK_PG_REPLICA);
-	if (before & HK_PG_WRITEBACK)
-		hk_mem_page_set(mem, frame, HK_PG_DIRTY);
-	if (mem->wp_hook && gpa != UINT64_MAX)
-		mem->wp_hook(mem->wp_ctx, gpa, before);
-	atomic_fetch_add(&mem->wp_faults, 1);
+	hk_pagestate_wp_event(mem, frame);
 
 	struct uffdio_writeprotect wp = {
 		.range = {.start = (uintptr_t)mem->base + off, .len = HK_PAGE_SIZE},

@@ -159,6 +159,44 @@ static void vm_wp_hook(void *ctx, uint64_t gpa, uint8_t flags)
 	hk_replica_drop_gpa(t, gpa, 1);
 }
 
+/*
+ * Write tracking for replica pages, chosen at the first boot (no page is
+ * tracked yet) and kept: KVM's dirty log where KVM offers manual protect
+ * with initially-set bits, so host PTEs stay writable and KVM keeps its
+ * fast fault path; uffd write-protect otherwise, and always for pooled
+ * memory, whose coherence write-protects shared copies through uffd.
+ * Every later boot has a new KVM VM, which must enable the cap again.
+ */
+static int vm_setup_tracking(struct hk_vm *vm, char *err, size_t errlen)
+{
+	bool kvm_ok = !hk_mem_pooled(vm->mem) && hk_wtrack_kvm_supported(vm->vm_fd);
+	int ret;
+
+	if (vm->boots == 0) {
+		if (vm->write_tracking == HK_WT_KVM && !kvm_ok) {
+			snprintf(err, errlen, "write tracking kvm: %s",
+				 hk_mem_pooled(vm->mem)
+				     ? "a pooled guest tracks writes with uffd"
+				     : "this KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with "
+				       "initially-set bits");
+			return -ENOTSUP;
+		}
+		if (vm->write_tracking != HK_WT_UFFD && kvm_ok) {
+			ret = hk_wtrack_kvm_use(vm->mem);
+			if (ret) {
+				snprintf(err, errlen, "write tracking kvm: %s", strerror(-ret));
+				return ret;
+			}
+		}
+	}
+	if (strcmp(hk_mem_tracking(vm->mem), "kvm-dirty-log"))
+		return 0;
+	ret = hk_wtrack_kvm_enable(vm->vm_fd);
+	if (ret)
+		snprintf(err, errlen, "KVM_ENABLE_CAP manual dirty log: %s", strerror(-ret));
+	return ret;
+}
+
 /* The user's command line, then one virtio_mmio.device= per disk and hk.vcpus=N. */
 static int vm_build_cmdline(struct hk_vm *vm, char **out, char *err, size_t errlen)
 {
@@ -238,6 +276,9 @@ static int vm_boot(struct hk_vm *vm, char *err, size_t errlen)
 	ret = vm_check_phys_bits(vm, err, errlen);
 	if (ret)
 		return ret;
+	ret = vm_setup_tracking(vm, err, errlen);
+	if (ret)
+		return ret;
 	ret = hk_mem_attach_kvm(vm->mem, vm->vm_fd, err, errlen);
 	if (ret)
 		return ret;
@@ -270,6 +311,7 @@ static int vm_boot(struct hk_vm *vm, char *err, size_t errlen)
  * still finish (their buffers are guest memory, which stays). */
 static void vm_unboot(struct hk_vm *vm)
 {
+	hk_wtrack_kvm_detach(vm->mem); /* the log goes with the VM: read it first */
 	for (unsigned i = 0; i < vm->n_vcpus; i++)
 		hk_vcpu_destroy(&vm->vcpus[i]);
 	for (unsigned i = 0; i < vm->n_blks; i++)
@@ -349,19 +391,21 @@ int hk_vm_create(const struct hk_vm_config *cfg, struct hk_vm **out, char *err, 
 	}
 	vm->replicas = cfg->replicas;
 	vm->node_id = cfg->node_id;
-	if (vm->replicas) {
-		if (!hk_mem_can_protect(vm->mem)) {
-			snprintf(err, errlen, "the storage-replica table needs userfaultfd write-protect, "
-					      "which this kernel does not offer (set replicas = off)");
-			ret = -ENOTSUP;
-			goto fail;
-		}
-	}
+	vm->write_tracking = cfg->write_tracking;
 	atomic_store(&vm->wp_table, vm->replicas);
 	hk_mem_set_wp_hook(vm->mem, vm_wp_hook, vm);
 	ret = vm_boot(vm, err, errlen);
 	if (ret)
 		goto fail;
+	if (vm->replicas && !strcmp(hk_mem_tracking(vm->mem), "uffd") &&
+	    !hk_mem_can_protect(vm->mem)) {
+		snprintf(err, errlen,
+			 "the storage-replica table needs userfaultfd write-protect or "
+			 "KVM's manual dirty log, and neither is offered here "
+			 "(set replicas = off)");
+		ret = -ENOTSUP;
+		goto fail;
+	}
 	*out = vm;
 	return 0;
 fail:

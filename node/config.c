@@ -13,6 +13,7 @@
  *   memory = 1G                  ; default: sum of node memory, >= 64 MiB
  *   vcpus = 2                    ; 1..64, default 1
  *   replicas = on                ; on|off (true/false, yes/no, 1/0), default on
+ *   write_tracking = auto        ; auto|uffd|kvm: how writes to replicas are seen
  *
  *   [node n1]                    ; one section per node, at least one
  *   address = 10.0.0.1:7000
@@ -66,7 +67,7 @@ enum cfg_section {
 
 /* Keys of each section; the index is a slot in the "line seen" arrays. */
 enum { CK_NAME, CK_PROVIDER, CK_POLICY, CK_MAX };
-enum { GK_KERNEL, GK_CMDLINE, GK_MEMORY, GK_VCPUS, GK_REPLICAS, GK_MAX };
+enum { GK_KERNEL, GK_CMDLINE, GK_MEMORY, GK_VCPUS, GK_REPLICAS, GK_WTRACK, GK_MAX };
 enum { NK_ADDRESS, NK_MEMORY, NK_CONTROL, NK_MAX };
 enum { DK_PATH, DK_SIZE, DK_NODE, DK_QUEUE_DEPTH, DK_DIRECT, DK_MAX };
 
@@ -337,6 +338,27 @@ static int set_guest_replicas(struct cfg_state *st, const char *v)
 	return 1;
 }
 
+int hk_parse_write_tracking(const char *s, enum hk_wt_conf *out)
+{
+	static const char *const names[] = {"auto", "uffd", "kvm"};
+
+	for (unsigned i = 0; i < 3; i++)
+		if (!strcmp(s, names[i])) {
+			*out = (enum hk_wt_conf)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+static int set_guest_write_tracking(struct cfg_state *st, const char *v)
+{
+	if (hk_parse_write_tracking(v, &st->cfg->write_tracking)) {
+		cfg_key_fail(st, "write_tracking", "bad value '%s' (want auto, uffd or kvm)", v);
+		return 0;
+	}
+	return 1;
+}
+
 /* One key a line; clang-format would pack these into columns. */
 /* clang-format off */
 static const struct cfg_key guest_keys[] = {
@@ -345,6 +367,7 @@ static const struct cfg_key guest_keys[] = {
     {"memory", GK_MEMORY, set_guest_memory},
     {"vcpus", GK_VCPUS, set_guest_vcpus},
     {"replicas", GK_REPLICAS, set_guest_replicas},
+    {"write_tracking", GK_WTRACK, set_guest_write_tracking},
     {NULL, 0, NULL},
 };
 /* clang-format on */

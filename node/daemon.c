@@ -119,6 +119,10 @@ static void busy_end(struct hk_daemon *d)
 	pthread_cond_broadcast(&d->busy_cv);
 }
 
+_Static_assert(HK_WT_CONF_AUTO == (int)HK_WT_AUTO && HK_WT_CONF_UFFD == (int)HK_WT_UFFD &&
+		   HK_WT_CONF_KVM == (int)HK_WT_KVM,
+	       "config and hyperkernel agree on write-tracking numbers");
+
 static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest *req,
 			   Hk__Ctl__CtlResponse *rsp)
 {
@@ -133,6 +137,7 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 	    .console = console_sink,
 	    .console_ctx = &d->console,
 	    .node_id = d->node_id,
+	    .write_tracking = (enum hk_write_tracking)d->cfg->write_tracking,
 	};
 	struct hk_guest *g, *old = NULL;
 	struct hk_pool_config pc;
@@ -390,10 +395,27 @@ static void do_replica_set(struct hk_daemon *d, const Hk__Ctl__ReplicaSetRequest
 	hk_daemon_replica_stats(d, rsp);
 }
 
+/*
+ * With KVM's dirty log a guest write to a replica page drops its entry only
+ * when someone harvests: do it before the table is shown, counted or
+ * verified, so nobody sees an entry the guest already broke.
+ */
+static void replica_sync(struct hk_daemon *d)
+{
+	struct hk_guest *g = guest_get(d);
+
+	if (g) {
+		hk_mem_harvest_all(hk_vm_mem(g->vm));
+		guest_put(d, g);
+	}
+}
+
 static void do_replica_verify(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 {
 	struct hk_guest *g = guest_get(d);
 
+	if (g)
+		hk_mem_harvest_all(hk_vm_mem(g->vm));
 	hk_daemon_replica_verify(d, g ? hk_vm_mem(g->vm) : NULL, rsp);
 	if (g)
 		guest_put(d, g);
@@ -513,9 +535,11 @@ static void daemon_handle(void *ctx, const Hk__Ctl__CtlRequest *req, Hk__Ctl__Ct
 		do_guest_reboot(d, rsp);
 		break;
 	case HK__CTL__CTL_REQUEST__REQ_REPLICA_SHOW:
+		replica_sync(d);
 		hk_daemon_replica_show(d, req->replica_show, rsp);
 		break;
 	case HK__CTL__CTL_REQUEST__REQ_REPLICA_STATS:
+		replica_sync(d);
 		hk_daemon_replica_stats(d, rsp);
 		break;
 	case HK__CTL__CTL_REQUEST__REQ_REPLICA_VERIFY:

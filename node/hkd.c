@@ -21,15 +21,14 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: hkd --config FILE --node NAME\n"
-		"       hkd run --kernel FILE [--cmdline STR] [--memory SIZE] [--vcpus N]\n"
-		"               [--timeout SECONDS] [--fault-window SIZE] [--disk FILE]...\n"
-		"               [--replicas on|off] [--stats]\n"
-		"\n"
-		"hkd run boots a PVH kernel, prints its serial console on stdout and exits\n"
-		"with the guest's debug-exit status ((v << 1) | 1), or 2 on a start-up error,\n"
-		"4 if the guest crashed, 6 on timeout.\n");
+	fprintf(f, "usage: hkd --config FILE --node NAME\n"
+		   "       hkd run --kernel FILE [--cmdline STR] [--memory SIZE] [--vcpus N]\n"
+		   "               [--timeout SECONDS] [--fault-window SIZE] [--disk FILE]...\n"
+		   "               [--replicas on|off] [--write-tracking auto|uffd|kvm] [--stats]\n"
+		   "\n"
+		   "hkd run boots a PVH kernel, prints its serial console on stdout and exits\n"
+		   "with the guest's debug-exit status ((v << 1) | 1), or 2 on a start-up error,\n"
+		   "4 if the guest crashed, 6 on timeout.\n");
 }
 
 static void console_stdout(void *ctx, const char *buf, size_t len)
@@ -60,17 +59,18 @@ static int parse_uint(const char *opt, const char *s, unsigned long max, unsigne
 static int cmd_run(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"kernel", required_argument, NULL, 'k'},
-		{"cmdline", required_argument, NULL, 'c'},
-		{"memory", required_argument, NULL, 'm'},
-		{"vcpus", required_argument, NULL, 'v'},
-		{"timeout", required_argument, NULL, 't'},
-		{"fault-window", required_argument, NULL, 'w'},
-		{"disk", required_argument, NULL, 'd'},
-		{"replicas", required_argument, NULL, 'r'},
-		{"stats", no_argument, NULL, 's'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"kernel", required_argument, NULL, 'k'},
+	    {"cmdline", required_argument, NULL, 'c'},
+	    {"memory", required_argument, NULL, 'm'},
+	    {"vcpus", required_argument, NULL, 'v'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"fault-window", required_argument, NULL, 'w'},
+	    {"disk", required_argument, NULL, 'd'},
+	    {"replicas", required_argument, NULL, 'r'},
+	    {"write-tracking", required_argument, NULL, 'W'},
+	    {"stats", no_argument, NULL, 's'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	struct hk_vm_config vc = {.memory = 256ull << 20, .vcpus = 1, .console = console_stdout};
 	unsigned long v, timeout = 0;
@@ -119,6 +119,18 @@ static int cmd_run(int argc, char **argv)
 			}
 			replicas = !strcmp(optarg, "on");
 			break;
+		case 'W': {
+			enum hk_wt_conf wt;
+
+			if (hk_parse_write_tracking(optarg, &wt)) {
+				fprintf(stderr,
+					"hkd: --write-tracking: want auto, uffd or kvm, not '%s'\n",
+					optarg);
+				return RUN_ERROR;
+			}
+			vc.write_tracking = (enum hk_write_tracking)wt;
+			break;
+		}
 		case 's':
 			stats = true;
 			break;
@@ -179,18 +191,29 @@ static int cmd_run(int argc, char **argv)
 	ret = hk_vm_wait(vm, timeout ? (int)(timeout * 1000) : -1, &r);
 	if (stats) {
 		struct hk_vm_stats st;
+		struct hk_replica_stats rs = {0};
+		uint64_t entries;
 
 		/* Before the stop: the TSC rate is read from a live vCPU. */
 		hk_vm_get_stats(vm, &st);
-		fprintf(stderr,
-			"hkd: stats tsc_khz=%llu runtime_ms=%llu vcpu_exits=%llu uffd_faults=%llu "
-			"resident_pages=%llu wp_faults=%llu bytes_from_disk=%llu "
-			"bytes_from_replicas=%llu bytes_written=%llu bad_requests=%llu\n",
-			(unsigned long long)hk_vm_tsc_khz(vm), (unsigned long long)(r.runtime_ns / 1000000),
-			(unsigned long long)st.vcpu_exits, (unsigned long long)st.mem.faults,
-			(unsigned long long)st.mem.resident_pages, (unsigned long long)st.mem.wp_faults,
-			(unsigned long long)st.bytes_from_disk, (unsigned long long)st.bytes_from_replicas,
-			(unsigned long long)st.bytes_written, (unsigned long long)st.bad_requests);
+		hk_mem_harvest_all(hk_vm_mem(vm)); /* entries the guest broke go first */
+		if (table)
+			hk_replica_get_stats(table, &rs);
+		entries = rs.entries;
+		fprintf(
+		    stderr,
+		    "hkd: stats tsc_khz=%llu runtime_ms=%llu vcpu_exits=%llu uffd_faults=%llu "
+		    "resident_pages=%llu wp_faults=%llu bytes_from_disk=%llu "
+		    "bytes_from_replicas=%llu bytes_written=%llu bad_requests=%llu "
+		    "write_tracking=%s harvests=%llu false_alarms=%llu replica_entries=%llu\n",
+		    (unsigned long long)hk_vm_tsc_khz(vm),
+		    (unsigned long long)(r.runtime_ns / 1000000), (unsigned long long)st.vcpu_exits,
+		    (unsigned long long)st.mem.faults, (unsigned long long)st.mem.resident_pages,
+		    (unsigned long long)st.mem.wp_faults, (unsigned long long)st.bytes_from_disk,
+		    (unsigned long long)st.bytes_from_replicas,
+		    (unsigned long long)st.bytes_written, (unsigned long long)st.bad_requests,
+		    hk_mem_tracking(hk_vm_mem(vm)), (unsigned long long)st.mem.harvests,
+		    (unsigned long long)st.mem.false_alarms, (unsigned long long)entries);
 	}
 	hk_vm_stop(vm, "hkd run finished");
 	if (ret == -ETIMEDOUT) {

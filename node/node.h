@@ -23,6 +23,16 @@
  * leading or trailing blanks.  Overflow of 64 bits is -ERANGE.
  */
 int hk_parse_size(const char *s, uint64_t *out);
+
+/* How guest writes to replica pages are noticed; the numbers are
+ * hyperkernel's enum hk_write_tracking (daemon.c checks). */
+enum hk_wt_conf {
+	HK_WT_CONF_AUTO = 0,
+	HK_WT_CONF_UFFD = 1,
+	HK_WT_CONF_KVM = 2,
+};
+/* "auto", "uffd" or "kvm": 0, or -EINVAL. */
+int hk_parse_write_tracking(const char *s, enum hk_wt_conf *out);
 /* "1.5 GiB" style, for humans; returns buf. */
 const char *hk_format_size(uint64_t bytes, char *buf, size_t len);
 
@@ -74,6 +84,7 @@ struct hk_config {
 	uint64_t guest_memory; /* 0 = sum of node memory */
 	unsigned vcpus;
 	bool replicas; /* [guest] replicas = on|off, default on */
+	enum hk_wt_conf write_tracking; /* [guest] write_tracking = auto|uffd|kvm */
 	/* [node NAME] sections in file order */
 	unsigned n_nodes;
 	struct hk_node_conf nodes[HK_MAX_NODES];

@@ -194,6 +194,80 @@ Test(blk, blkstress_without_replicas)
 	stress("off", "blkstress ops=20000 seed=2");
 }
 
+/*
+ * Write tracking (hyperkernel/wtrack.c).  The crowded blkstress below
+ * under each tracker by name, and the race the KVM dirty log opens: a
+ * guest write to a replica page between the serve's harvest and its copy.
+ * HK_SERVE_DELAY_US widens that window to milliseconds while vCPU 1
+ * writes bytes into pages whose blocks vCPU 0 reads into other pages; hkd
+ * must notice (it harvests the copied pages again) and serve from the
+ * disk.  hkd-wtrack-mutant skips that second harvest: the same run must
+ * then read stale data, or this test could not tell.
+ */
+#define CROWDED "blkstress ops=6000 seed=3 pages=8 blocks=12"
+
+static void run_tracked(const char *bin, const char *wt, const char *cmdline,
+			struct hk_proc_result *r)
+{
+	char *disk = temp_disk("wtrack", MIB);
+	char *argv[] = {
+	    (char *)bin, "run",	      "--kernel",	  (char *)env_path("HK_GUESTOS"),
+	    "--memory",	 "512M",      "--vcpus",	  "2",
+	    "--disk",	 disk,	      "--write-tracking", (char *)wt,
+	    "--stats",	 "--cmdline", (char *)cmdline,	  NULL};
+
+	hk_run(argv, 150, r);
+	remove_disk(disk);
+	if (r->status == 2 && strstr(r->err, "lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2"))
+		cr_skip_test("this KVM has no manual dirty log: %s", r->err);
+}
+
+static void tracked_ok(const char *wt, const char *name)
+{
+	struct hk_proc_result r;
+	char want[64];
+
+	need_kvm();
+	run_tracked(hkd, wt, CROWDED, &r);
+	cr_assert(strstr(r.out, "\nblkstress ok\n"), "%s: status %d; stderr:\n%s\nconsole:\n%s", wt,
+		  r.status, r.err, r.out);
+	snprintf(want, sizeof(want), "write_tracking=%s ", name);
+	cr_assert(strstr(r.err, want), "%s: stderr:\n%s", wt, r.err);
+	hk_proc_result_free(&r);
+}
+
+Test(blk, blkstress_tracking_writes_with_uffd)
+{
+	tracked_ok("uffd", "uffd");
+}
+
+Test(blk, blkstress_tracking_writes_with_kvm_dirty_log)
+{
+	tracked_ok("kvm", "kvm-dirty-log");
+}
+
+Test(blk, a_guest_write_during_a_served_copy_is_caught)
+{
+	char mutant[4096];
+	struct hk_proc_result r;
+
+	need_kvm();
+	hk_build_path("node/hkd-wtrack-mutant", mutant, sizeof(mutant));
+	setenv("HK_SERVE_DELAY_US", "3000", 1);
+	run_tracked(hkd, "kvm", CROWDED, &r);
+	cr_assert(strstr(r.out, "\nblkstress ok\n"), "status %d; stderr:\n%s\nconsole:\n%s",
+		  r.status, r.err, r.out);
+	hk_proc_result_free(&r);
+
+	run_tracked(mutant, "kvm", CROWDED, &r);
+	unsetenv("HK_SERVE_DELAY_US");
+	cr_assert(strstr(r.out, "blkstress: stale data in block "),
+		  "the mutant (no harvest after the copy) was not caught: status %d; console:\n%s",
+		  r.status, r.out);
+	cr_assert_eq(r.status, STATUS_WORKLOAD, "status %d", r.status);
+	hk_proc_result_free(&r);
+}
+
 /* Few pages and blocks: nearly every request lands on a page or block in use. */
 Test(blk, blkstress_crowded)
 {
