@@ -10,6 +10,7 @@
 
 struct hk_vm;
 struct hk_blk;
+struct hk_kvm_stats;
 
 /*
  * A port-I/O device.  Devices are tables, not if-chains: the I/O bus finds
@@ -74,6 +75,7 @@ struct hk_vcpu {
 	bool thread_started;
 	_Atomic uint64_t exits;
 	_Atomic uint64_t io_exits;
+	struct hk_kvm_stats *kstats; /* KVM's counters of this vCPU, NULL without */
 	/*
 	 * Parking (vcpu.c), under vm->lock: park_req asks the thread to stop
 	 * at its next exit and wait on vm->park_cv; parked says it does;
@@ -139,6 +141,11 @@ struct hk_vm {
 	_Atomic uint64_t unhandled_io;
 	_Atomic uint64_t tsc_khz; /* guest TSC rate, read at boot */
 	uint32_t boots;		  /* vm_boot calls (under lock): 1 after creation */
+
+	/* KVM's counters of this boot's VM (kvm_stats.c); NULL, with why
+	 * in kstats_why, when the kernel offers none. */
+	struct hk_kvm_stats *kstats;
+	char kstats_why[128];
 };
 
 /* vm.c */
@@ -173,6 +180,24 @@ void hk_vcpu_join(struct hk_vcpu *vcpu);
 void hk_vcpu_destroy(struct hk_vcpu *vcpu);
 /* Parked, or no thread runs it: its state may be read and written. */
 bool hk_vcpu_is_stopped(struct hk_vcpu *vcpu);
+
+/*
+ * kvm_stats.c: one stats fd of a VM or vCPU (kvm_obj_fd), its layout read
+ * once.  -ENOTSUP (and a line in err) when the kernel has no
+ * KVM_GET_STATS_FD.  Histograms are skipped: only scalars are read.
+ */
+typedef void (*hk_kvm_stats_fn)(void *ctx, const char *name, uint32_t flags, uint64_t value);
+int hk_kvm_stats_open(int kvm_obj_fd, struct hk_kvm_stats **out, char *err, size_t errlen);
+void hk_kvm_stats_close(struct hk_kvm_stats *s);
+/* The value named now; -ENOENT when this kernel has no such stat.  flags
+ * (may be NULL): its KVM_STATS_TYPE_* and unit. */
+int hk_kvm_stats_get(const struct hk_kvm_stats *s, const char *name, uint64_t *value,
+		     uint32_t *flags);
+int hk_kvm_stats_foreach(const struct hk_kvm_stats *s, hk_kvm_stats_fn fn, void *ctx);
+/* At every boot, once the vCPUs exist and before any runs (the ioctl on a
+ * vCPU waits for KVM_RUN to return); closed first thing by vm_unboot. */
+void hk_vm_kvm_stats_open(struct hk_vm *vm);
+void hk_vm_kvm_stats_close(struct hk_vm *vm);
 
 /* mem.c: KVM memory slots for every RAM range. */
 int hk_mem_attach_kvm(struct hk_mem *mem, int vm_fd, char *err, size_t errlen);

@@ -369,6 +369,36 @@ struct hk_vm_stats {
 	uint64_t bad_requests;        /* malformed virtio requests */
 };
 
+/*
+ * KVM's own counters of the current boot (KVM_GET_STATS_FD): every boot is
+ * a new KVM VM with new vCPUs, so they start from zero at each boot and a
+ * boot's values are what that boot did.  They stay readable after the
+ * guest ended, until the next boot.  docs/hkctl.md says what each shown
+ * one means.
+ */
+struct hk_kvm_stat {
+	const char *name; /* KVM's name (pages_4k, exits, ...); valid while vm is */
+	uint64_t value;
+	bool vcpu; /* a vCPU stat, summed over the vCPUs (peaks: the largest) */
+};
+
+#define HK_KVM_STATS_SHOWN 24 /* most hk_vm_kvm_stats fills */
+
+/*
+ * The stats hkctl status shows, a fixed list (VM: pages_4k, pages_2m,
+ * mmu_shadow_zapped, remote_tlb_flush, ...; vCPUs: exits, pf_fixed, ...)
+ * of which those this kernel lacks are left out, not zeroed.  Fills
+ * out[0..max) and returns how many, or -ENOTSUP with a line in why when
+ * there are none (kernel without KVM_GET_STATS_FD, or no VM booted).
+ * Takes no vCPU lock: safe while the guest runs.
+ */
+int hk_vm_kvm_stats(struct hk_vm *vm, struct hk_kvm_stat *out, unsigned max, char *why,
+		    size_t whylen);
+/* Every scalar stat the kernel has: the VM's, then the vCPUs' (summed).
+ * 0, -ENOTSUP (none), or -errno if a read failed. */
+typedef void (*hk_kvm_stat_fn)(void *ctx, const struct hk_kvm_stat *st);
+int hk_vm_kvm_stats_foreach(struct hk_vm *vm, hk_kvm_stat_fn fn, void *ctx);
+
 /* Is /dev/kvm usable here?  Fills why when not. */
 bool hk_kvm_available(char *why, size_t len);
 

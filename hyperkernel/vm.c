@@ -295,6 +295,7 @@ static int vm_boot(struct hk_vm *vm, char *err, size_t errlen)
 
 		atomic_store(&vm->tsc_khz, khz > 0 ? (uint64_t)khz : 0);
 	}
+	hk_vm_kvm_stats_open(vm); /* also a vCPU ioctl: before any runs */
 	pthread_mutex_lock(&vm->lock);
 	memset(&vm->result, 0, sizeof(vm->result));
 	vm->result.state = HK_VM_CREATED;
@@ -312,6 +313,7 @@ static int vm_boot(struct hk_vm *vm, char *err, size_t errlen)
 static void vm_unboot(struct hk_vm *vm)
 {
 	hk_wtrack_kvm_detach(vm->mem); /* the log goes with the VM: read it first */
+	hk_vm_kvm_stats_close(vm);
 	for (unsigned i = 0; i < vm->n_vcpus; i++)
 		hk_vcpu_destroy(&vm->vcpus[i]);
 	for (unsigned i = 0; i < vm->n_blks; i++)

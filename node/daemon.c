@@ -578,6 +578,12 @@ static void daemon_rsp_free(void *ctx, Hk__Ctl__CtlResponse *rsp)
 			free(rsp->status->disks[i]);
 		}
 		free(rsp->status->disks);
+		for (size_t i = 0; i < rsp->status->n_kvm_stats; i++) {
+			free_str(rsp->status->kvm_stats[i]->name);
+			free(rsp->status->kvm_stats[i]);
+		}
+		free(rsp->status->kvm_stats);
+		free_str(rsp->status->kvm_stats_absent);
 		free(rsp->status);
 		break;
 	case HK__CTL__CTL_RESPONSE__REP_REPLICA_SHOW:

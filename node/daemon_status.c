@@ -6,6 +6,7 @@
  * for their counters.  The daemon lock is never held across a wait for
  * another node, so status answers while a pooled start or reboot waits.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,12 +87,38 @@ static Hk__Ctl__GuestInfo *busy_info(struct hk_daemon *d, struct hk_guest *g,
 	return gi;
 }
 
+/* KVM's counters from the snapshot (n < 0: none, why says so). */
+static void status_kvm(Hk__Ctl__StatusReply *s, const struct hk_kvm_stat *ks, int n,
+		       const char *why)
+{
+	if (n <= 0) {
+		s->kvm_stats_absent =
+		    strdup(n ? why : "this kernel has none of the KVM stats hk shows");
+		return;
+	}
+	s->kvm_stats = calloc(n, sizeof(*s->kvm_stats));
+	for (int i = 0; s->kvm_stats && i < n; i++) {
+		Hk__Ctl__KvmStat *k = calloc(1, sizeof(*k));
+
+		if (!k)
+			break;
+		hk__ctl__kvm_stat__init(k);
+		k->name = strdup(ks[i].name);
+		k->value = ks[i].value;
+		k->vcpu = ks[i].vcpu;
+		s->kvm_stats[s->n_kvm_stats++] = k;
+	}
+}
+
 void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 {
 	Hk__Ctl__StatusReply *s = calloc(1, sizeof(*s));
 	Hk__Ctl__GuestInfo *busy = NULL;
 	struct hk_vm_result r = {0};
 	struct hk_vm_stats st;
+	struct hk_kvm_stat ks[HK_KVM_STATS_SHOWN];
+	char ks_why[160] = "no guest";
+	int n_ks = -ENOTSUP;
 	struct hk_guest *g;
 	uint64_t kept;
 	bool enabled, starting;
@@ -105,6 +132,8 @@ void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 		g->refs++;
 		hk_vm_result(g->vm, &r);
 		hk_vm_get_stats(g->vm, &st);
+		/* the stats fds are closed and reopened by a reboot's rebuild */
+		n_ks = hk_vm_kvm_stats(g->vm, ks, HK_KVM_STATS_SHOWN, ks_why, sizeof(ks_why));
 	}
 	if (d->busy != HK_DAEMON_IDLE && s)
 		busy = busy_info(d, g, &r);
@@ -138,6 +167,9 @@ void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 		s->bytes_from_replicas = st.bytes_from_replicas;
 		s->tsc_khz = hk_vm_tsc_khz(g->vm);
 	}
+	if (starting)
+		snprintf(ks_why, sizeof(ks_why), "a guest is starting");
+	status_kvm(s, ks, starting ? -ENOTSUP : n_ks, ks_why);
 	status_pool(d, s);
 	s->guest = busy ? busy : hk_daemon_guest_info(g, &r);
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_STATUS;

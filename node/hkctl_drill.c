@@ -26,6 +26,13 @@
 #include "hkctl.h"
 
 #define DRILL_STEPS 6
+#define DRILL_KVM_STATS 32
+
+/* One of KVM's counters, summed over the nodes that reported it. */
+struct kvm_sum {
+	char name[48];
+	uint64_t value;
+};
 
 struct run {
 	bool ok;
@@ -33,6 +40,12 @@ struct run {
 	uint64_t load_cycles;
 	double serving_wall_ms; /* host clock: (re)boot request to "kvdb: serving" */
 	uint64_t bytes_from_disk, bytes_from_replicas, tsc_khz, kept_pages;
+	/* KVM's counters at the end of the run.  Each run is one boot and
+	 * every boot is a new KVM VM whose counters start at zero, so these
+	 * are the run's own: its exits, its mapping installs (pf_fixed). */
+	struct kvm_sum kvm[DRILL_KVM_STATS];
+	unsigned n_kvm;
+	char kvm_absent[160]; /* why there are none */
 	char why[256];
 };
 
@@ -160,7 +173,37 @@ static unsigned status_each(struct hkctl *c, struct hkctl_node_status *t, unsign
 			 HKCTL_REPLY_TIMEOUT_S);
 }
 
-/* The guest's disk counters and kept pages, summed over every node. */
+static void kvm_add(struct run *r, const Hk__Ctl__StatusReply *s)
+{
+	if (!s->n_kvm_stats && !*r->kvm_absent)
+		snprintf(r->kvm_absent, sizeof(r->kvm_absent), "%s: %s", s->node,
+			 *s->kvm_stats_absent ? s->kvm_stats_absent : "not reported");
+	for (size_t i = 0; i < s->n_kvm_stats; i++) {
+		const Hk__Ctl__KvmStat *k = s->kvm_stats[i];
+		unsigned j = 0;
+
+		while (j < r->n_kvm && strcmp(r->kvm[j].name, k->name))
+			j++;
+		if (j == r->n_kvm) {
+			if (j == DRILL_KVM_STATS)
+				continue;
+			snprintf(r->kvm[j].name, sizeof(r->kvm[j].name), "%s", k->name);
+			r->n_kvm++;
+		}
+		r->kvm[j].value += k->value;
+	}
+}
+
+/* A KVM counter of the run, or -1 when no node had it. */
+static long long kvm_stat(const struct run *r, const char *name)
+{
+	for (unsigned i = 0; i < r->n_kvm; i++)
+		if (!strcmp(r->kvm[i].name, name))
+			return (long long)r->kvm[i].value;
+	return -1;
+}
+
+/* The guest's disk and KVM counters and kept pages, summed over every node. */
 static int sum_status(struct hkctl *c, struct run *r)
 {
 	static struct hkctl_node_status t[HK_MAX_NODES];
@@ -175,6 +218,7 @@ static int sum_status(struct hkctl *c, struct run *r)
 		r->bytes_from_disk += s->bytes_from_disk;
 		r->bytes_from_replicas += s->bytes_from_replicas;
 		r->kept_pages += s->kept_pages;
+		kvm_add(r, s);
 		if (!r->tsc_khz)
 			r->tsc_khz = s->tsc_khz;
 	}
@@ -302,6 +346,58 @@ static double cycles_ms(const struct run *r)
 	return r->tsc_khz ? (double)r->load_cycles / (double)r->tsc_khz : 0;
 }
 
+/* stderr: what KVM installed for the run (pf_fixed: faults KVM resolved
+ * by installing a mapping) and what is mapped at its end. */
+static void kvm_progress(const struct run *r)
+{
+	if (!r->n_kvm) {
+		fprintf(stderr, "      KVM stats absent: %s\n", r->kvm_absent);
+		return;
+	}
+	fprintf(stderr, "      KVM: %lld mapping installs, %lld 4K + %lld 2M mapped, %lld exits\n",
+		kvm_stat(r, "pf_fixed"), kvm_stat(r, "pages_4k"), kvm_stat(r, "pages_2m"),
+		kvm_stat(r, "exits"));
+}
+
+static json_t *kvm_run_json(const struct run *r)
+{
+	json_t *o = json_object();
+
+	for (unsigned i = 0; i < r->n_kvm; i++)
+		json_object_set_new(o, r->kvm[i].name, json_integer((json_int_t)r->kvm[i].value));
+	return o;
+}
+
+/*
+ * "mapping_installs" (pf_fixed of each run) and "kvm_stats" (every counter
+ * of each run), or "kvm_stats_absent" when a run had none.
+ */
+static void kvm_json(json_t *j, const struct run *first, const struct run *again,
+		     const struct run *base)
+{
+	const struct run *runs[] = {first, again, base};
+	const char *names[] = {"first_load", "reload", "baseline"};
+	json_t *inst, *all;
+
+	for (unsigned i = 0; i < 3; i++)
+		if (!runs[i]->n_kvm) {
+			json_object_set_new(j, "kvm_stats_absent",
+					    json_string(runs[i]->kvm_absent));
+			return;
+		}
+	inst = json_object();
+	all = json_object();
+	for (unsigned i = 0; i < 3; i++) {
+		long long v = kvm_stat(runs[i], "pf_fixed");
+
+		if (v >= 0)
+			json_object_set_new(inst, names[i], json_integer(v));
+		json_object_set_new(all, names[i], kvm_run_json(runs[i]));
+	}
+	json_object_set_new(j, "mapping_installs", inst);
+	json_object_set_new(j, "kvm_stats", all);
+}
+
 /*
  * Step 4 on every node of the config: each keeps the replicas of the disks
  * it serves, which need not be the node the drill talks to (--node picks
@@ -423,6 +519,7 @@ int hkctl_drill_restart(struct hkctl *c)
 	}
 	fprintf(stderr, "      loaded in %.0f ms, state after serving 0x%016" PRIx64 "\n",
 		cycles_ms(&first), first.final_state);
+	kvm_progress(&first);
 
 	progress(c, 3, "guest reboot, replica frames kept: reload");
 	if (drill_run(c, NULL, timeout, &again))
@@ -436,6 +533,7 @@ int hkctl_drill_restart(struct hkctl *c)
 		hk_format_size(again.bytes_from_disk, b1, sizeof(b1)));
 	fprintf(stderr, "%s from replicas\n",
 		hk_format_size(again.bytes_from_replicas, b1, sizeof(b1)));
+	kvm_progress(&again);
 
 	progress(c, 4, "replica verify: every replica frame against its block");
 	if (verify_all(c, &checked, &mismatches))
@@ -451,6 +549,7 @@ int hkctl_drill_restart(struct hkctl *c)
 	}
 	fprintf(stderr, "      reloaded in %.0f ms; %s from disk\n", cycles_ms(&base),
 		hk_format_size(base.bytes_from_disk, b1, sizeof(b1)));
+	kvm_progress(&base);
 
 	progress(c, 6, "table back on");
 	if (replica_set(c, true, false))
@@ -468,6 +567,12 @@ int hkctl_drill_restart(struct hkctl *c)
 			(json_int_t)again.bytes_from_replicas, "baseline_bytes_from_disk",
 			(json_int_t)base.bytes_from_disk, "verified", verified);
 
+		/* The baseline keeps nothing, so its reload is a first load
+		 * from disk: baseline_first_load_ms against first_load_ms is
+		 * what filling the replica table costs a first load. */
+		json_object_set_new(j, "first_load_ms", json_real(cycles_ms(&first)));
+		json_object_set_new(j, "baseline_first_load_ms", json_real(cycles_ms(&base)));
+		kvm_json(j, &first, &again, &base);
 		json_object_set_new(j, "reboot_to_serving_ms", json_real(again.serving_wall_ms));
 		json_object_set_new(j, "baseline_reboot_to_serving_ms",
 				    json_real(base.serving_wall_ms));
@@ -483,8 +588,15 @@ int hkctl_drill_restart(struct hkctl *c)
 		printf("  reload with replicas  %.0f ms (%s from disk, %s from replicas)\n",
 		       cycles_ms(&again), hk_format_size(again.bytes_from_disk, b1, sizeof(b1)),
 		       hk_format_size(again.bytes_from_replicas, cmdline, sizeof(cmdline)));
+		printf("  first load            %.0f ms (replica table on)\n", cycles_ms(&first));
 		printf("  baseline reload       %.0f ms (%s from disk)\n", cycles_ms(&base),
 		       hk_format_size(base.bytes_from_disk, b1, sizeof(b1)));
+		if (first.n_kvm && again.n_kvm && base.n_kvm)
+			printf(
+			    "  mapping installs      first load %lld, reload %lld, baseline %lld "
+			    "(KVM pf_fixed)\n",
+			    kvm_stat(&first, "pf_fixed"), kvm_stat(&again, "pf_fixed"),
+			    kvm_stat(&base, "pf_fixed"));
 		if (cycles_ms(&again) > 0)
 			printf("  speedup               %.1fx\n", cycles_ms(&base) / cycles_ms(&again));
 		printf("  replica verify        %" PRIu64 " pages, %" PRIu64 " mismatches\n", checked,

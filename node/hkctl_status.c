@@ -121,6 +121,28 @@ static const char *node_name(const struct hkctl_node_status *t)
 	return *t->name ? t->name : t->sock;
 }
 
+/*
+ * KVM's counters into o: "kvm_stats" {name: value}, or "kvm_stats_absent"
+ * with the reason when this node has none.  A stat this kernel lacks is
+ * not a key at all, so a script can tell "absent" from "zero".
+ */
+static void kvm_json(json_t *o, const Hk__Ctl__StatusReply *s)
+{
+	json_t *k;
+
+	if (!s->n_kvm_stats) {
+		json_object_set_new(o, "kvm_stats_absent",
+				    json_string(*s->kvm_stats_absent ? s->kvm_stats_absent
+								     : "not reported by this hkd"));
+		return;
+	}
+	k = json_object();
+	for (size_t i = 0; i < s->n_kvm_stats; i++)
+		json_object_set_new(k, s->kvm_stats[i]->name,
+				    json_integer((json_int_t)s->kvm_stats[i]->value));
+	json_object_set_new(o, "kvm_stats", k);
+}
+
 static json_t *node_json(const struct hkctl_node_status *t)
 {
 	const Hk__Ctl__StatusReply *s;
@@ -144,6 +166,7 @@ static json_t *node_json(const struct hkctl_node_status *t)
 #undef X
 	json_object_set_new(o, "uffd_faults", json_integer((json_int_t)s->uffd_faults));
 	json_object_set_new(o, "vcpu_exits", json_integer((json_int_t)s->vcpu_exits));
+	kvm_json(o, s);
 	return o;
 }
 
@@ -203,7 +226,32 @@ static json_t *status_json(const Hk__Ctl__StatusReply *s)
 			    json_integer((json_int_t)s->bytes_from_replicas));
 	json_object_set_new(j, "wp_faults", json_integer((json_int_t)s->wp_faults));
 	json_object_set_new(j, "kept_pages", json_integer((json_int_t)s->kept_pages));
+	kvm_json(j, s);
 	return j;
+}
+
+/* One line of name=value for the VM's stats, one for the vCPUs' (summed). */
+static void print_kvm(const Hk__Ctl__StatusReply *s)
+{
+	if (!s->n_kvm_stats) {
+		printf("kvm stats     absent: %s\n",
+		       *s->kvm_stats_absent ? s->kvm_stats_absent : "not reported by this hkd");
+		return;
+	}
+	for (int vcpu = 0; vcpu < 2; vcpu++) {
+		bool any = false;
+
+		for (size_t i = 0; i < s->n_kvm_stats; i++) {
+			if (s->kvm_stats[i]->vcpu != vcpu)
+				continue;
+			if (!any)
+				printf("%-13s", vcpu ? "kvm vcpus" : "kvm vm");
+			any = true;
+			printf(" %s=%" PRIu64, s->kvm_stats[i]->name, s->kvm_stats[i]->value);
+		}
+		if (any)
+			putchar('\n');
+	}
 }
 
 static void print_one(const Hk__Ctl__StatusReply *s)
@@ -219,6 +267,7 @@ static void print_one(const Hk__Ctl__StatusReply *s)
 	       hk_format_size(s->resident_pages * 4096, buf, sizeof(buf)));
 	printf("uffd faults   %llu\n", (unsigned long long)s->uffd_faults);
 	printf("vcpu exits    %llu\n", (unsigned long long)s->vcpu_exits);
+	print_kvm(s);
 	printf("console       %llu bytes\n", (unsigned long long)s->console_bytes);
 	printf("replicas      %s; guest reads %s from disk, %s from replicas\n",
 	       s->replicas_enabled ? "on" : "off",

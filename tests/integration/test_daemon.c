@@ -5,10 +5,13 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -228,6 +231,49 @@ static void need_kvm(void)
 	hk_fixture_skip_unless(&fx, hk_kvm_available, "/dev/kvm");
 }
 
+static bool kernel_has_kvm_stats(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC), has;
+
+	cr_assert_geq(fd, 0, "/dev/kvm: %s", strerror(errno));
+	has = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_BINARY_STATS_FD);
+	close(fd);
+	return has > 0;
+}
+
+static json_int_t kvm_stat(json_t *ks, const char *name)
+{
+	json_t *v = json_object_get(ks, name);
+
+	cr_assert(json_is_integer(v), "kvm_stats has no %s", name);
+	return json_integer_value(v);
+}
+
+/*
+ * KVM's own counters of a guest that ran (memtest touches 64 MiB): it
+ * exited to hkd (serial, debug exit), KVM installed mappings for what it
+ * touched, and they are still mapped after it ended.  On a kernel without
+ * KVM_GET_STATS_FD, status must say they are absent instead.
+ */
+static void assert_kvm_stats(json_t *j)
+{
+	json_t *ks = json_object_get(j, "kvm_stats");
+
+	if (!kernel_has_kvm_stats()) {
+		cr_assert_null(ks, "kvm_stats on a kernel without them");
+		cr_assert(json_is_string(json_object_get(j, "kvm_stats_absent")));
+		return;
+	}
+	cr_assert(json_is_object(ks), "no kvm_stats: %s",
+		  json_string_value(json_object_get(j, "kvm_stats_absent")));
+	cr_assert_gt(kvm_stat(ks, "exits"), 0);
+	cr_assert_gt(kvm_stat(ks, "io_exits"), 0, "serial output is port I/O");
+	/* 64 MiB touched: 16384 4K mappings, or 32 of 2M */
+	cr_assert_geq(kvm_stat(ks, "pages_4k") + 512 * kvm_stat(ks, "pages_2m"), 16384);
+	cr_assert_gt(kvm_stat(ks, "pf_fixed"), 0);
+	cr_assert_null(json_object_get(j, "kvm_stats_absent"));
+}
+
 Test(daemon, guest_start_wait_console)
 {
 	struct hk_proc_result r;
@@ -256,8 +302,18 @@ Test(daemon, guest_start_wait_console)
 
 	ctl(&r, "status", "--json", NULL, NULL);
 	j = json_loads(r.out, 0, NULL);
+	cr_assert_not_null(j, "%s", r.out);
 	cr_assert_gt(json_integer_value(json_object_get(j, "resident_pages")), 16384);
+	assert_kvm_stats(j);
+	/* the per-node object carries them too (a pooled guest's nodes differ) */
+	assert_kvm_stats(json_array_get(json_object_get(j, "nodes"), 0));
 	json_decref(j);
+	hk_proc_result_free(&r);
+
+	ctl(&r, "status", NULL, NULL, NULL);
+	cr_assert(
+	    strstr(r.out, kernel_has_kvm_stats() ? "kvm vcpus     exits=" : "kvm stats     absent"),
+	    "%s", r.out);
 	hk_proc_result_free(&r);
 }
 

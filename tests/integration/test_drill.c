@@ -6,10 +6,13 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -77,6 +80,50 @@ static json_t *ctl_json(const char *a1, const char *a2, const char *a3, const ch
 	return j;
 }
 
+static bool kernel_has_kvm_stats(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC), has;
+
+	cr_assert_geq(fd, 0, "/dev/kvm: %s", strerror(errno));
+	has = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_BINARY_STATS_FD);
+	close(fd);
+	return has > 0;
+}
+
+/*
+ * Each phase is one boot, a new KVM VM: its mapping installs (pf_fixed)
+ * are its own and cover at least the data set it loads; each ran, so it
+ * exited to hkd.
+ */
+static void assert_phase_kvm_stats(json_t *j)
+{
+	static const char *const phases[] = {"first_load", "reload", "baseline"};
+	json_t *inst = json_object_get(j, "mapping_installs"),
+	       *ks = json_object_get(j, "kvm_stats");
+
+	if (!kernel_has_kvm_stats()) {
+		cr_assert(json_is_string(json_object_get(j, "kvm_stats_absent")));
+		return;
+	}
+	cr_assert(json_is_object(inst) && json_is_object(ks), "no KVM stats per phase: %s",
+		  json_string_value(json_object_get(j, "kvm_stats_absent")));
+	for (int i = 0; i < 3; i++) {
+		json_t *p = json_object_get(ks, phases[i]);
+
+		cr_assert_gt(json_integer_value(json_object_get(inst, phases[i])), 0,
+			     "%s: no mapping installed", phases[i]);
+		cr_assert_eq(json_integer_value(json_object_get(inst, phases[i])),
+			     json_integer_value(json_object_get(p, "pf_fixed")));
+		cr_assert_gt(json_integer_value(json_object_get(p, "exits")), 0, "%s", phases[i]);
+		/* kvdb reads its whole 32 MiB data set, 8192 pages; hk's guest
+		 * memory is 4 KiB userfaultfd pages, so KVM maps each on its own
+		 * (a 2M mapping would count once for 512). */
+		cr_assert_geq(json_integer_value(json_object_get(p, "pf_fixed")) +
+				  511 * json_integer_value(json_object_get(p, "pages_2m")),
+			      8192, "%s: fewer installs than data pages", phases[i]);
+	}
+}
+
 Test(drill, guest_restart_reloads_from_replicas)
 {
 	json_t *j, *v;
@@ -96,6 +143,9 @@ Test(drill, guest_restart_reloads_from_replicas)
 		      data - 4096, "the baseline must really read the data set");
 	cr_assert_gt(json_real_value(json_object_get(j, "reload_ms")), 0);
 	cr_assert_gt(json_real_value(json_object_get(j, "baseline_reload_ms")), 0);
+	cr_assert_gt(json_real_value(json_object_get(j, "first_load_ms")), 0);
+	cr_assert_gt(json_real_value(json_object_get(j, "baseline_first_load_ms")), 0);
+	assert_phase_kvm_stats(j);
 	v = json_object_get(j, "replica_verify");
 	cr_assert_gt(json_integer_value(json_object_get(v, "checked")), 0);
 	cr_assert_eq(json_integer_value(json_object_get(v, "mismatches")), 0);
