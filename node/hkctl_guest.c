@@ -64,7 +64,7 @@ void hkctl_print_guest(const Hk__Ctl__GuestInfo *g)
 	if (*g->reason && g->state != HK__CTL__GUEST_STATE__GUEST_RUNNING)
 		printf("reason        %s\n", g->reason);
 	if (*g->last_console_line && g->state != HK__CTL__GUEST_STATE__GUEST_RUNNING)
-		printf("console       %s\n", g->last_console_line);
+		printf("last line     %s\n", g->last_console_line);
 	printf("kernel        %s\n", g->kernel);
 	printf("cmdline       %s\n", g->cmdline);
 }

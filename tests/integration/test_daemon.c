@@ -322,7 +322,7 @@ Test(daemon, guest_that_exits_at_once_is_reported_with_its_last_line)
 	/* the human form names the state, the reason and that line */
 	ctl(&r, "guest", "wait", NULL, NULL);
 	cr_assert(strstr(r.out, "exited, status 5") && strstr(r.out, "debug-exit") &&
-		      strstr(r.out, "console       guestos: unknown workload"),
+		      strstr(r.out, "last line     guestos: unknown workload"),
 		  "%s", r.out);
 	hk_proc_result_free(&r);
 }
