@@ -41,7 +41,7 @@ static void teardown(void)
 static void setup(void)
 {
 	const char *src = getenv("HK_SOURCE_ROOT");
-	char why[256], ports[16];
+	char why[256];
 
 	if (!hk_kvm_available(why, sizeof(why)))
 		cr_skip_test("needs /dev/kvm: %s", why);
@@ -50,8 +50,8 @@ static void setup(void)
 	hk_build_path("node/hkctl", hkctl, sizeof(hkctl));
 	if (getenv("HK_BUILD_ROOT"))
 		setenv("HK_BUILD_DIR", getenv("HK_BUILD_ROOT"), 1);
-	snprintf(ports, sizeof(ports), "%d", 21000 + (int)(getpid() % 20000));
-	setenv("HK_PORT_BASE", ports, 1);
+	/* up to three nodes, on ports no other test process gets */
+	cr_assert_eq(hk_port_base_env(3), 0, "no free block of test ports");
 	/* Under the nested emulator a vCPU needs milliseconds to use a page. */
 	setenv("HK_POOL_HOLD_US", "5000", 1);
 	snprintf(dir, sizeof(dir), "/tmp/hk-pool-XXXXXX");
