@@ -263,10 +263,21 @@ bool hk_fixture_init(struct hk_daemon_fixture *fx, const char *tag)
 bool hk_fixture_start(struct hk_daemon_fixture *fx)
 {
 	char *argv[] = {fx->hkd, "--config", fx->conf, "--node", "n1", NULL};
+	int st;
 
 	fx->pid = hk_spawn(argv, fx->log);
-	if (fx->pid > 0 && hk_wait_socket(fx->sock, 20))
-		return true;
+	/* A second at a time, so an hkd that exited at once (a config it
+	 * refuses) is noticed within one, not after the whole 20 s. */
+	for (int i = 0; fx->pid > 0 && i < 20; i++) {
+		if (hk_wait_socket(fx->sock, 1))
+			return true;
+		if (waitpid(fx->pid, &st, WNOHANG) == fx->pid) {
+			fprintf(stderr, "hkd exited (%#x) before opening %s; see %s\n", st,
+				fx->sock, fx->log);
+			fx->pid = 0;
+			return false;
+		}
+	}
 	hk_fixture_stop(fx);
 	return false;
 }

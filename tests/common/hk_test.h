@@ -70,7 +70,8 @@ bool hk_fixture_init(struct hk_daemon_fixture *fx, const char *tag);
 /* The pid in a pid file (deploy/cluster.sh writes DIR/NODE.pid), 0 if none. */
 pid_t hk_read_pid(const char *path);
 
-/* Spawn hkd --config conf --node n1; false (and no hkd) if sock does not open in 20 s. */
+/* Spawn hkd --config conf --node n1; false (and no hkd) if sock does not open in
+ * 20 s, or at once if hkd exits first. */
 bool hk_fixture_start(struct hk_daemon_fixture *fx);
 /* Stop hkd (SIGTERM, SIGKILL after 10 s); its exit status, -1 if none was running. */
 int hk_fixture_stop(struct hk_daemon_fixture *fx);
