@@ -7,6 +7,10 @@ set -euo pipefail
 pkgs=(gcc libc6-dev meson ninja-build pkg-config
       libfabric-dev liburing-dev libprotobuf-c-dev protobuf-c-compiler
       libinih-dev libjansson-dev libxxhash-dev)
+# A kernel with KVM but no /dev/kvm node (a container, a /dev without udev)
+# gets the node first: then the kvm tests run on the host, and the QEMU
+# fallback below is only for machines with no KVM at all.
+"$(dirname "$0")/kvm-node.sh" || echo "install-deps: going on without /dev/kvm" >&2
 if [ ! -c /dev/kvm ]; then
 	# No KVM here: deploy/run-in-vm.sh boots Debian's kernel in QEMU (TCG)
 	# with an emulated SVM CPU, which gives a real /dev/kvm inside.

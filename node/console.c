@@ -63,3 +63,37 @@ uint64_t hk_console_total(struct hk_console *c)
 	pthread_mutex_unlock(&c->lock);
 	return t;
 }
+
+/*
+ * Scans back from the end, at most LAST_LINE_SCAN bytes: a guest that
+ * printed a megabyte without a newline gets its last bytes, not a stall
+ * under the console lock.
+ */
+#define LAST_LINE_SCAN 4096u
+
+void hk_console_last_line(struct hk_console *c, char *buf, size_t len)
+{
+	uint64_t first, end, start;
+	size_t n = 0;
+
+	if (!len)
+		return;
+	pthread_mutex_lock(&c->lock);
+	first = c->total > HK_CONSOLE_KEEP ? c->total - HK_CONSOLE_KEEP : 0;
+	if (c->total - first > LAST_LINE_SCAN)
+		first = c->total - LAST_LINE_SCAN;
+	end = c->total;
+	while (end > first && (c->ring[(end - 1) % HK_CONSOLE_KEEP] == '\n' ||
+			       c->ring[(end - 1) % HK_CONSOLE_KEEP] == '\r'))
+		end--;
+	start = end;
+	while (start > first && c->ring[(start - 1) % HK_CONSOLE_KEEP] != '\n')
+		start--;
+	for (uint64_t i = start; i < end && n + 1 < len; i++) {
+		unsigned char ch = (unsigned char)c->ring[i % HK_CONSOLE_KEEP];
+
+		buf[n++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+	}
+	buf[n] = '\0';
+	pthread_mutex_unlock(&c->lock);
+}

@@ -67,9 +67,11 @@ static Hk__Ctl__GuestState state_to_proto(enum hk_vm_state s)
 	}
 }
 
-Hk__Ctl__GuestInfo *hk_daemon_guest_info(struct hk_guest *g, const struct hk_vm_result *r)
+Hk__Ctl__GuestInfo *hk_daemon_guest_info(struct hk_daemon *d, struct hk_guest *g,
+					 const struct hk_vm_result *r)
 {
 	Hk__Ctl__GuestInfo *gi = calloc(1, sizeof(*gi));
+	char line[160];
 
 	if (!gi)
 		return NULL;
@@ -82,6 +84,10 @@ Hk__Ctl__GuestInfo *hk_daemon_guest_info(struct hk_guest *g, const struct hk_vm_
 	gi->cmdline = strdup(g->cmdline);
 	gi->runtime_ms = r->runtime_ns / 1000000;
 	gi->reason = strdup(r->reason);
+	/* A guest that died says why on its console more often than in its
+	 * exit: every waiter shows this line with the state. */
+	hk_console_last_line(&d->console, line, sizeof(line));
+	gi->last_console_line = strdup(line);
 	return gi;
 }
 
@@ -95,6 +101,8 @@ static void guest_info_free(Hk__Ctl__GuestInfo *gi)
 		free(gi->cmdline);
 	if (gi->reason != protobuf_c_empty_string)
 		free(gi->reason);
+	if (gi->last_console_line != protobuf_c_empty_string)
+		free(gi->last_console_line);
 	free(gi);
 }
 
@@ -260,7 +268,7 @@ static void do_guest_start(struct hk_daemon *d, const Hk__Ctl__GuestStartRequest
 	fprintf(stderr, "hkd[%s]: guest started: %s \"%s\"\n", d->node->name, kernel, cmdline);
 	hk_vm_result(g->vm, &r);
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_GUEST;
-	rsp->guest = guest_info(g, &r);
+	rsp->guest = guest_info(d, g, &r);
 	guest_put(d, g);
 	return;
 fail:
@@ -299,7 +307,7 @@ static void do_guest_stop(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 	hk_vm_result(g->vm, &r);
 	fprintf(stderr, "hkd[%s]: guest stopped\n", d->node->name);
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_GUEST;
-	rsp->guest = guest_info(g, &r);
+	rsp->guest = guest_info(d, g, &r);
 	guest_put(d, g);
 }
 
@@ -359,7 +367,7 @@ static void do_guest_reboot(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 		(unsigned long long)kept);
 	hk_vm_result(g->vm, &r);
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_GUEST;
-	rsp->guest = guest_info(g, &r);
+	rsp->guest = guest_info(d, g, &r);
 	guest_put(d, g);
 }
 
@@ -479,7 +487,7 @@ static void do_guest_wait(struct hk_daemon *d, const Hk__Ctl__GuestWaitRequest *
 	}
 	hk__ctl__wait_reply__init(w);
 	w->timed_out = ret == -ETIMEDOUT;
-	w->guest = guest_info(g, &r);
+	w->guest = guest_info(d, g, &r);
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_WAIT;
 	rsp->wait = w;
 out:

@@ -30,6 +30,9 @@ void hk_console_append(struct hk_console *c, const char *buf, size_t len);
 size_t hk_console_read(struct hk_console *c, uint64_t offset, size_t max, uint8_t **out,
 		       uint64_t *start, uint64_t *total);
 uint64_t hk_console_total(struct hk_console *c);
+/* The last non-empty line kept, without its newline and with control
+ * bytes as '?', cut to len - 1 bytes; "" if none. */
+void hk_console_last_line(struct hk_console *c, char *buf, size_t len);
 
 /*
  * One started guest.  Control threads that wait on it hold a reference,
@@ -114,8 +117,10 @@ struct hk_daemon {
 void hk_daemon_guest_put(struct hk_daemon *d, struct hk_guest *g);
 /* daemon.c: the current guest with a reference held, or NULL */
 struct hk_guest *hk_daemon_guest_get(struct hk_daemon *d);
-/* daemon.c: a GuestInfo for replies (g NULL: state none); NULL if out of memory */
-Hk__Ctl__GuestInfo *hk_daemon_guest_info(struct hk_guest *g, const struct hk_vm_result *r);
+/* daemon.c: a GuestInfo for replies (g NULL: state none), with the last
+ * line of d's console; NULL if out of memory */
+Hk__Ctl__GuestInfo *hk_daemon_guest_info(struct hk_daemon *d, struct hk_guest *g,
+					 const struct hk_vm_result *r);
 
 /* daemon_pool.c: a guest over the nodes of a cluster */
 /* Leader, hkctl guest start, d->lock not held (d->busy STARTING): every

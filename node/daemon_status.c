@@ -69,7 +69,7 @@ static Hk__Ctl__GuestInfo *busy_info(struct hk_daemon *d, struct hk_guest *g,
 				     const struct hk_vm_result *r)
 {
 	bool starting = d->busy == HK_DAEMON_STARTING;
-	Hk__Ctl__GuestInfo *gi = hk_daemon_guest_info(starting ? NULL : g, r);
+	Hk__Ctl__GuestInfo *gi = hk_daemon_guest_info(d, starting ? NULL : g, r);
 	char reason[160];
 
 	if (!gi)
@@ -171,7 +171,7 @@ void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 		snprintf(ks_why, sizeof(ks_why), "a guest is starting");
 	status_kvm(s, ks, starting ? -ENOTSUP : n_ks, ks_why);
 	status_pool(d, s);
-	s->guest = busy ? busy : hk_daemon_guest_info(g, &r);
+	s->guest = busy ? busy : hk_daemon_guest_info(d, g, &r);
 	rsp->rep_case = HK__CTL__CTL_RESPONSE__REP_STATUS;
 	rsp->status = s;
 out:

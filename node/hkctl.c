@@ -211,6 +211,14 @@ int hkctl_call_at(const char *sock, Hk__Ctl__CtlRequest *req, Hk__Ctl__CtlRespon
 	ret = hk_ctl_call(fd, req, rsp);
 	if (ret == HK_WIRE_IO && (errno == EAGAIN || errno == EWOULDBLOCK) && timeout_s)
 		snprintf(err, errlen, "hkd at %s: no reply within %u s", sock, timeout_s);
+	else if (ret == HK_WIRE_EOF || ret == HK_WIRE_TRUNCATED ||
+		 (ret == HK_WIRE_IO && errno == ECONNRESET))
+		/* The kernel closes a dead daemon's end: a wait without a
+		 * timeout ends here, not never. */
+		snprintf(err, errlen,
+			 "hkd at %s closed the connection before replying (%s): "
+			 "did it exit or crash?",
+			 sock, hk_wire_strerror(ret));
 	else if (ret != HK_WIRE_OK)
 		snprintf(err, errlen, "hkd at %s: %s", sock, hk_wire_strerror(ret));
 	close(fd);

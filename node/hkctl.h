@@ -65,6 +65,10 @@ const char *hkctl_state_name(Hk__Ctl__GuestState s);
 json_t *hkctl_guest_json(const Hk__Ctl__GuestInfo *g);
 void hkctl_print_json(json_t *j);
 void hkctl_print_guest(const Hk__Ctl__GuestInfo *g);
+/* One line for an ended guest: its state, status or reason, runtime and
+ * last console line ("exited with status 5 (...) after 0.006 s; last
+ * console line: '...'"). */
+const char *hkctl_guest_end(const Hk__Ctl__GuestInfo *g, char *buf, size_t len);
 
 #define HKCTL_REPLY_TIMEOUT_S 60
 /* status and top ask every node: one that hangs must not hold up the rest for long. */

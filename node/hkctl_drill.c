@@ -46,7 +46,7 @@ struct run {
 	struct kvm_sum kvm[DRILL_KVM_STATS];
 	unsigned n_kvm;
 	char kvm_absent[160]; /* why there are none */
-	char why[256];
+	char why[512];
 };
 
 static double now_ms(void)
@@ -234,6 +234,23 @@ static bool parse_hex(const char *con, const char *prefix, uint64_t *out)
 }
 
 /*
+ * Guest wait for at most ms; NULL (said on stderr) if hkd did not answer.
+ * A wait, not a sleep, paces the drill's console poll: it returns the
+ * moment the guest ends, so a guest that died is noticed at once instead
+ * of at the drill's deadline (--timeout, 30 minutes by default).
+ */
+static Hk__Ctl__CtlResponse *guest_wait(struct hkctl *c, uint32_t ms)
+{
+	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
+	Hk__Ctl__GuestWaitRequest gw = HK__CTL__GUEST_WAIT_REQUEST__INIT;
+
+	gw.timeout_ms = ms ? ms : 1;
+	req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_WAIT;
+	req.guest_wait = &gw;
+	return request(c, &req, ms / 1000 + HKCTL_REPLY_TIMEOUT_S);
+}
+
+/*
  * Start (cmdline != NULL) or reboot the guest, watch the console until
  * kvdb serves, wait for it to finish, and collect what the run showed.
  */
@@ -242,11 +259,11 @@ static int drill_run(struct hkctl *c, const char *cmdline, double timeout_s, str
 	Hk__Ctl__CtlRequest req = HK__CTL__CTL_REQUEST__INIT;
 	Hk__Ctl__GuestStartRequest gs = HK__CTL__GUEST_START_REQUEST__INIT;
 	Hk__Ctl__GuestRebootRequest gr = HK__CTL__GUEST_REBOOT_REQUEST__INIT;
-	Hk__Ctl__GuestWaitRequest gw = HK__CTL__GUEST_WAIT_REQUEST__INIT;
 	Hk__Ctl__CtlResponse *rsp;
 	double t0, deadline;
-	char *con = NULL;
+	char *con = NULL, end[400];
 	const char *p;
+	bool timed_out = true;
 	int state;
 
 	memset(r, 0, sizeof(*r));
@@ -275,30 +292,33 @@ static int drill_run(struct hkctl *c, const char *cmdline, double timeout_s, str
 		}
 		if (strstr(con, "kvdb: ") && (strstr(con, "corrupt") || strstr(con, "failed")))
 			break;
-		usleep(20000);
+		rsp = guest_wait(c, 20);
+		if (!rsp) {
+			free(con);
+			return 1;
+		}
+		timed_out = rsp->wait->timed_out;
+		hk__ctl__ctl_response__free_unpacked(rsp, NULL);
+		if (!timed_out)
+			break; /* ended before serving: the wait below says how */
 	}
-
-	memset(&req, 0, sizeof(req));
-	hk__ctl__ctl_request__init(&req);
-	gw.timeout_ms = (uint32_t)(deadline > now_ms() ? deadline - now_ms() : 1);
-	req.req_case = HK__CTL__CTL_REQUEST__REQ_GUEST_WAIT;
-	req.guest_wait = &gw;
-	rsp = request(c, &req, (unsigned)(gw.timeout_ms / 1000) + HKCTL_REPLY_TIMEOUT_S);
-	if (!rsp) {
-		free(con);
-		return 1;
-	}
-	state = rsp->wait->timed_out ? -1 : rsp->wait->guest->exit_status;
-	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
 	free(con);
+
+	rsp = guest_wait(c, (uint32_t)(deadline > now_ms() ? deadline - now_ms() : 1));
+	if (!rsp)
+		return 1;
+	state = rsp->wait->timed_out ? -1 : rsp->wait->guest->exit_status;
+	if (rsp->wait->timed_out)
+		snprintf(end, sizeof(end), "still running after %.0f s", timeout_s);
+	else
+		hkctl_guest_end(rsp->wait->guest, end, sizeof(end));
+	hk__ctl__ctl_response__free_unpacked(rsp, NULL);
 	con = console(c);
 	if (!con)
 		return 1;
 
 	if (state != 1) {
-		p = strstr(con, "kvdb: ");
-		snprintf(r->why, sizeof(r->why), "kvdb did not finish cleanly (%s); console: %.120s",
-			 state < 0 ? "timed out" : "guest status not 1", p ? p : con);
+		snprintf(r->why, sizeof(r->why), "kvdb did not finish cleanly: the guest %s", end);
 	} else if (!parse_hex(con, "kvdb: loaded state 0x", &r->loaded_state) ||
 		   !parse_hex(con, "kvdb checksum 0x", &r->final_state) ||
 		   !(p = strstr(con, "kvdb: loaded ")) ||

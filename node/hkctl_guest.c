@@ -27,9 +27,10 @@ json_t *hkctl_guest_json(const Hk__Ctl__GuestInfo *g)
 {
 	if (!g)
 		return json_null();
-	return json_pack("{s:s, s:i, s:s, s:s, s:I, s:s}", "state", hkctl_state_name(g->state),
+	return json_pack("{s:s, s:i, s:s, s:s, s:I, s:s, s:s}", "state", hkctl_state_name(g->state),
 			 "exit_status", g->exit_status, "kernel", g->kernel, "cmdline", g->cmdline,
-			 "runtime_ms", (json_int_t)g->runtime_ms, "reason", g->reason);
+			 "runtime_ms", (json_int_t)g->runtime_ms, "reason", g->reason,
+			 "last_console_line", g->last_console_line);
 }
 
 void hkctl_print_json(json_t *j)
@@ -62,8 +63,26 @@ void hkctl_print_guest(const Hk__Ctl__GuestInfo *g)
 	printf(" after %.3f s\n", g->runtime_ms / 1000.0);
 	if (*g->reason && g->state != HK__CTL__GUEST_STATE__GUEST_RUNNING)
 		printf("reason        %s\n", g->reason);
+	if (*g->last_console_line && g->state != HK__CTL__GUEST_STATE__GUEST_RUNNING)
+		printf("last line     %s\n", g->last_console_line);
 	printf("kernel        %s\n", g->kernel);
 	printf("cmdline       %s\n", g->cmdline);
+}
+
+const char *hkctl_guest_end(const Hk__Ctl__GuestInfo *g, char *buf, size_t len)
+{
+	char status[32] = "";
+
+	if (!g) {
+		snprintf(buf, len, "no guest");
+		return buf;
+	}
+	if (g->state == HK__CTL__GUEST_STATE__GUEST_EXITED)
+		snprintf(status, sizeof(status), " with status %d", g->exit_status);
+	snprintf(buf, len, "%s%s%s%s%s after %.3f s; last console line: '%s'",
+		 hkctl_state_name(g->state), status, *g->reason ? " (" : "", g->reason,
+		 *g->reason ? ")" : "", g->runtime_ms / 1000.0, g->last_console_line);
+	return buf;
 }
 
 /* start, stop and reboot: one request, the guest's state as the reply. */

@@ -1,9 +1,7 @@
 #include "hk_test.h"
 
 #include <errno.h>
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -101,34 +99,6 @@ void hk_proc_result_free(struct hk_proc_result *r)
 	free(r->out);
 	free(r->err);
 	r->out = r->err = NULL;
-}
-
-int hk_free_ports(unsigned n, int *ports)
-{
-	int fds[HK_FREE_PORTS_MAX], ret = 0;
-	unsigned open = 0;
-
-	if (n > HK_FREE_PORTS_MAX)
-		return -EINVAL;
-	/* all bound at once, so the kernel hands out n different ones */
-	for (; open < n; open++) {
-		struct sockaddr_in sa = {.sin_family = AF_INET,
-					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-		socklen_t len = sizeof(sa);
-
-		fds[open] = socket(AF_INET, SOCK_STREAM, 0);
-		if (fds[open] < 0 || bind(fds[open], (struct sockaddr *)&sa, sizeof(sa)) ||
-		    getsockname(fds[open], (struct sockaddr *)&sa, &len)) {
-			ret = -errno;
-			if (fds[open] >= 0)
-				close(fds[open]);
-			break;
-		}
-		ports[open] = ntohs(sa.sin_port);
-	}
-	while (open)
-		close(fds[--open]);
-	return ret;
 }
 
 pid_t hk_spawn(char *const argv[], const char *log_path)
@@ -293,10 +263,21 @@ bool hk_fixture_init(struct hk_daemon_fixture *fx, const char *tag)
 bool hk_fixture_start(struct hk_daemon_fixture *fx)
 {
 	char *argv[] = {fx->hkd, "--config", fx->conf, "--node", "n1", NULL};
+	int st;
 
 	fx->pid = hk_spawn(argv, fx->log);
-	if (fx->pid > 0 && hk_wait_socket(fx->sock, 20))
-		return true;
+	/* A second at a time, so an hkd that exited at once (a config it
+	 * refuses) is noticed within one, not after the whole 20 s. */
+	for (int i = 0; fx->pid > 0 && i < 20; i++) {
+		if (hk_wait_socket(fx->sock, 1))
+			return true;
+		if (waitpid(fx->pid, &st, WNOHANG) == fx->pid) {
+			fprintf(stderr, "hkd exited (%#x) before opening %s; see %s\n", st,
+				fx->sock, fx->log);
+			fx->pid = 0;
+			return false;
+		}
+	}
 	hk_fixture_stop(fx);
 	return false;
 }

@@ -22,10 +22,16 @@ struct hk_proc_result {
 int hk_run(char *const argv[], int timeout_s, struct hk_proc_result *r);
 void hk_proc_result_free(struct hk_proc_result *r);
 
-/* n (<= HK_FREE_PORTS_MAX) different TCP ports on 127.0.0.1 nobody listens
- * on now (bound at once, then let go); 0 or -errno. */
+/*
+ * n (<= HK_FREE_PORTS_MAX) consecutive TCP ports on 127.0.0.1 that are free
+ * now and that no other test process gets while this one lives (a block
+ * held by an flock, below the ephemeral range: hk_ports.c); 0 or -errno.
+ * Later calls give further ports.
+ */
 #define HK_FREE_PORTS_MAX 16
 int hk_free_ports(unsigned n, int *ports);
+/* hk_free_ports(n) as HK_PORT_BASE for deploy/cluster.sh (node i: base + i). */
+int hk_port_base_env(unsigned n);
 /* Start a long-lived child with stdout/stderr going to log_path. */
 pid_t hk_spawn(char *const argv[], const char *log_path);
 /* SIGTERM, then SIGKILL after grace_s; returns exit status or 128+sig. */
@@ -64,7 +70,8 @@ bool hk_fixture_init(struct hk_daemon_fixture *fx, const char *tag);
 /* The pid in a pid file (deploy/cluster.sh writes DIR/NODE.pid), 0 if none. */
 pid_t hk_read_pid(const char *path);
 
-/* Spawn hkd --config conf --node n1; false (and no hkd) if sock does not open in 20 s. */
+/* Spawn hkd --config conf --node n1; false (and no hkd) if sock does not open in
+ * 20 s, or at once if hkd exits first. */
 bool hk_fixture_start(struct hk_daemon_fixture *fx);
 /* Stop hkd (SIGTERM, SIGKILL after 10 s); its exit status, -1 if none was running. */
 int hk_fixture_stop(struct hk_daemon_fixture *fx);

@@ -141,12 +141,11 @@ Test(cluster, three_nodes_form_a_cluster_and_go_down_cleanly)
 {
 	static const char *const names[] = {"n1", "n2", "n3"};
 	struct hk_proc_result r;
-	char conf[128], ports[16];
+	char conf[128];
 	pid_t pids[3];
 
-	/* A port range of our own, so parallel runs do not collide. */
-	snprintf(ports, sizeof(ports), "%d", 20000 + (int)(getpid() % 20000));
-	setenv("HK_PORT_BASE", ports, 1);
+	/* Ports of our own, so parallel runs do not collide. */
+	cr_assert_eq(hk_port_base_env(3), 0, "no free block of test ports");
 	cluster(&r, "up", "-n", "3");
 	cr_assert_eq(r.status, 0, "up -n 3: %s", r.err);
 	hk_proc_result_free(&r);

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <linux/kvm.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hk_test.h"
@@ -333,4 +336,91 @@ Test(daemon, guest_stop_ends_a_running_guest)
 	cr_assert_eq(r.status, 0, "%s", r.err);
 	cr_assert(strstr(r.out, "\"stopped\""), "%s", r.out);
 	hk_proc_result_free(&r);
+}
+
+/* ---- a guest or daemon that is gone is noticed at once ---- */
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+Test(daemon, guest_that_exits_at_once_is_reported_with_its_last_line)
+{
+	struct hk_proc_result r;
+	const char *line;
+	json_t *j, *g;
+	double t0;
+
+	need_kvm();
+	/* guestos refuses an unknown workload at once: status (2 << 1) | 1 */
+	ctl(&r, "guest", "start", "--cmdline", "nosuchworkload");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	hk_proc_result_free(&r);
+	t0 = now_s();
+	ctl(&r, "--json", "guest", "wait", NULL);
+	cr_assert_lt(now_s() - t0, 3, "guest wait took %.1f s for a guest that exited at boot",
+		     now_s() - t0);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	j = json_loads(r.out, 0, NULL);
+	cr_assert_not_null(j, "%s", r.out);
+	g = json_object_get(j, "guest");
+	cr_assert_str_eq(json_string_value(json_object_get(g, "state")), "exited");
+	cr_assert_eq(json_integer_value(json_object_get(g, "exit_status")), 5);
+	line = json_string_value(json_object_get(g, "last_console_line"));
+	cr_assert(line && strstr(line, "unknown workload 'nosuchworkload'"), "%s", r.out);
+	json_decref(j);
+	hk_proc_result_free(&r);
+
+	/* the human form names the state, the reason and that line */
+	ctl(&r, "guest", "wait", NULL, NULL);
+	cr_assert(strstr(r.out, "exited, status 5") && strstr(r.out, "debug-exit") &&
+		      strstr(r.out, "last line     guestos: unknown workload"),
+		  "%s", r.out);
+	hk_proc_result_free(&r);
+}
+
+Test(daemon, hkd_killed_during_guest_wait_ends_the_wait)
+{
+	char *argv[] = {fx.hkctl, "--config", fx.conf, "guest", "wait", NULL};
+	char log[160], buf[1024] = "";
+	struct hk_proc_result r;
+	double t0;
+	pid_t w;
+	size_t n;
+	FILE *f;
+	int st;
+
+	need_kvm();
+	ctl(&r, "guest", "start", "--cmdline", "memtest size=64M passes=100000");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	hk_proc_result_free(&r);
+	snprintf(log, sizeof(log), "%s/wait.out", fx.dir);
+	w = hk_spawn(argv, log);
+	cr_assert_gt(w, 0);
+	usleep(500 * 1000); /* the wait is in hkd by now */
+	cr_assert_eq(waitpid(w, &st, WNOHANG), 0, "guest wait ended with the guest running");
+	kill(fx.pid, SIGKILL);
+	t0 = now_s();
+	while (waitpid(w, &st, WNOHANG) == 0 && now_s() - t0 < 5)
+		usleep(20 * 1000);
+	if (now_s() - t0 >= 5) {
+		kill(w, SIGKILL);
+		waitpid(w, &st, 0);
+		cr_assert_fail("guest wait still waits 5 s after hkd was killed");
+	}
+	f = fopen(log, "r");
+	cr_assert_not_null(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "guest wait: %#x: %s", st, buf);
+	cr_assert(strstr(buf, "closed the connection before replying") &&
+		      strstr(buf, "did it exit or crash?"),
+		  "%s", buf);
+	cr_assert_eq(hk_lines(buf), 1, "%s", buf);
+	hk_fixture_stop(&fx); /* reaps the killed hkd */
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hk_test.h"
@@ -21,7 +22,7 @@
 
 static struct hk_daemon_fixture fx;
 
-static void write_config(const char *disk_size)
+static void write_config_kernel(const char *kernel, const char *disk_size)
 {
 	FILE *f = fopen(fx.conf, "w");
 
@@ -31,8 +32,13 @@ static void write_config(const char *disk_size)
 		"[guest]\nkernel = %s\nmemory = 512M\nvcpus = 2\n\n"
 		"[node n1]\naddress = 127.0.0.1:17101\nmemory = 512M\ncontrol = %s\n\n"
 		"[disk d0]\npath = %s/d0.img\nsize = %s\n",
-		getenv("HK_GUESTOS"), fx.sock, fx.dir, disk_size);
+		kernel, fx.sock, fx.dir, disk_size);
 	fclose(f);
+}
+
+static void write_config(const char *disk_size)
+{
+	write_config_kernel(getenv("HK_GUESTOS"), disk_size);
 }
 
 static void start_daemon(void)
@@ -242,5 +248,37 @@ Test(drill, mkdata_refuses_bad_input)
 	hk_run(argv2, 30, &r);
 	cr_assert_eq(r.status, 1);
 	cr_assert(strstr(r.err, "do not fit"), "%s", r.err);
+	hk_proc_result_free(&r);
+}
+
+/*
+ * A guest that ends before kvdb serves (here the tiny kernel, which prints
+ * one line and exits with status 85) ends the drill at once with the
+ * guest's state, reason and last console line, instead of the drill
+ * watching the console of a dead guest until --timeout (30 min).
+ */
+Test(drill, guest_that_exits_early_ends_the_drill_at_once)
+{
+	char *argv[] = {fx.hkctl,  "--config",	  fx.conf, "drill",
+			"restart", "--data-size", "1M",	   NULL};
+	struct hk_proc_result r = {0};
+	struct timespec t0, t1;
+	double took;
+
+	need_kvm();
+	write_config_kernel(hk_env_file("HK_TINY_KERNEL"), "16M");
+	start_daemon();
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	hk_run_checked(argv, 120, &r);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	took = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+	cr_assert_eq(r.status, 1, "drill status %d: %s", r.status, r.err);
+	cr_assert(strstr(r.err,
+			 "drill restart: first boot: kvdb did not finish cleanly: the "
+			 "guest exited with status 85 (guest wrote 42 to the debug-exit port)"),
+		  "%s", r.err);
+	cr_assert(strstr(r.err, "last console line: 'tiny kernel ok'"), "%s", r.err);
+	/* mkdata of 1 MiB and one boot; the wait itself is one poll */
+	cr_assert_lt(took, 10, "the drill took %.1f s for a guest that exited at boot", took);
 	hk_proc_result_free(&r);
 }

@@ -714,15 +714,13 @@ static void disk_cluster_up(void)
 			"-n",	     "2",	    "--memory", "64M",	 "--disk-size",
 			"8M",	     "--disk-node", "n2",	NULL};
 	struct hk_proc_result r = {0};
-	char ports[16];
 
 	cr_assert_not_null(src, "HK_SOURCE_ROOT not set by meson");
 	snprintf(disk_script, sizeof(disk_script), "%s/deploy/cluster.sh", src);
 	if (getenv("HK_BUILD_ROOT"))
 		setenv("HK_BUILD_DIR", getenv("HK_BUILD_ROOT"), 1);
-	/* Below the ephemeral range, and apart from test-pool_guest's ports. */
-	snprintf(ports, sizeof(ports), "%d", 11000 + (int)(getpid() % 10000));
-	setenv("HK_PORT_BASE", ports, 1);
+	/* Ports no other test process gets (tests/common/hk_ports.c). */
+	cr_assert_eq(hk_port_base_env(3), 0, "no free block of test ports");
 	snprintf(disk_dir, sizeof(disk_dir), "/tmp/hk-hkctld-XXXXXX");
 	cr_assert_not_null(mkdtemp(disk_dir), "mkdtemp: %s", strerror(errno));
 	memset(&cl, 0, sizeof(cl));

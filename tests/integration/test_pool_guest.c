@@ -41,7 +41,7 @@ static void teardown(void)
 static void setup(void)
 {
 	const char *src = getenv("HK_SOURCE_ROOT");
-	char why[256], ports[16];
+	char why[256];
 
 	if (!hk_kvm_available(why, sizeof(why)))
 		cr_skip_test("needs /dev/kvm: %s", why);
@@ -50,8 +50,8 @@ static void setup(void)
 	hk_build_path("node/hkctl", hkctl, sizeof(hkctl));
 	if (getenv("HK_BUILD_ROOT"))
 		setenv("HK_BUILD_DIR", getenv("HK_BUILD_ROOT"), 1);
-	snprintf(ports, sizeof(ports), "%d", 21000 + (int)(getpid() % 20000));
-	setenv("HK_PORT_BASE", ports, 1);
+	/* up to three nodes, on ports no other test process gets */
+	cr_assert_eq(hk_port_base_env(3), 0, "no free block of test ports");
 	/* Under the nested emulator a vCPU needs milliseconds to use a page. */
 	setenv("HK_POOL_HOLD_US", "5000", 1);
 	snprintf(dir, sizeof(dir), "/tmp/hk-pool-XXXXXX");
@@ -90,6 +90,27 @@ static void ctl(struct hk_proc_result *r, int timeout_s, const char *a1, const c
 	hk_run_checked(argv, timeout_s, r);
 }
 
+static json_t *node_json(json_t *st, const char *name)
+{
+	size_t i;
+	json_t *o;
+
+	json_array_foreach(json_object_get(st, "nodes"), i, o)
+	{
+		const char *n = json_string_value(json_object_get(o, "node"));
+
+		if (n && !strcmp(n, name))
+			return o;
+	}
+	cr_assert_fail("no node %s in status --json", name);
+	return NULL;
+}
+
+static long long node_counter(json_t *st, const char *name, const char *key)
+{
+	return json_integer_value(json_object_get(node_json(st, name), key));
+}
+
 TestSuite(pool_guest, .init = setup, .fini = teardown);
 
 Test(pool_guest, memtest_over_three_nodes_matches_one_machine)
@@ -116,11 +137,14 @@ Test(pool_guest, memtest_over_three_nodes_matches_one_machine)
 	cr_assert_not_null(totals, "%s", r.out);
 	cr_assert_gt(json_integer_value(json_object_get(totals, "remote_faults")), 0, "%s", r.out);
 	cr_assert_gt(json_integer_value(json_object_get(totals, "invalidations")), 0, "%s", r.out);
-	/* Every page of a 16 MiB memtest is homed on n1: the vCPUs placed on
-	 * n2 and n3 fault mostly there, so placement moves them (policy
-	 * adaptive, the default). */
-	cr_assert_gt(json_integer_value(json_object_get(totals, "vcpu_migrations")), 0, "%s",
-		     r.out);
+	/* Every page of a 16 MiB memtest is homed on n1, and the vCPUs start
+	 * one per node: the ones on n2 and n3 must have fetched pages from n1
+	 * before placement could move them (a vCPU moves only because of its
+	 * faults).  Whether one moved is not asserted: placement keeps a vCPU
+	 * where it is for 2 s (POLICY_STAY_MS), and on a fast host memtest is
+	 * done sooner (kvm_pvm: vcpu_migrations 0). */
+	cr_assert_gt(node_counter(st, "n2", "remote_faults"), 0, "%s", r.out);
+	cr_assert_gt(node_counter(st, "n3", "remote_faults"), 0, "%s", r.out);
 	cr_assert_eq(json_array_size(json_object_get(st, "nodes")), 3);
 	json_decref(st);
 	hk_proc_result_free(&r);
@@ -167,27 +191,6 @@ Test(pool_guest, killing_a_node_ends_the_guest_with_the_reason)
 /* guestos kvdb disk=0 ops=300 seed=1 on a 16 MiB data set of seed 1: the
  * checksum QEMU and one node give. */
 #define KVDB_16M_CSUM "0x74d5d96ccd7b29bb"
-
-static json_t *node_json(json_t *st, const char *name)
-{
-	size_t i;
-	json_t *o;
-
-	json_array_foreach(json_object_get(st, "nodes"), i, o)
-	{
-		const char *n = json_string_value(json_object_get(o, "node"));
-
-		if (n && !strcmp(n, name))
-			return o;
-	}
-	cr_assert_fail("no node %s in status --json", name);
-	return NULL;
-}
-
-static long long node_counter(json_t *st, const char *name, const char *key)
-{
-	return json_integer_value(json_object_get(node_json(st, name), key));
-}
 
 /*
  * The disk on n2, vCPUs on all three nodes, pages only (no vCPU moves): the
