@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -316,4 +318,15 @@ pid_t hk_read_pid(const char *path)
 		pid = 0;
 	fclose(f);
 	return (pid_t)pid;
+}
+
+bool hk_kvm_has_stats(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC), has;
+
+	if (fd < 0)
+		return false;
+	has = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_BINARY_STATS_FD);
+	close(fd);
+	return has > 0;
 }

@@ -51,6 +51,8 @@ int hk_lines(const char *s);
 const char *hk_line_with(const char *s, const char *prefix, char *buf, size_t size);
 /* Is prog an executable file in one of $PATH's directories? */
 bool hk_in_path(const char *prog);
+/* Does this kernel's KVM offer KVM_GET_STATS_FD?  false without /dev/kvm. */
+bool hk_kvm_has_stats(void);
 
 /*
  * One hkd under test, node n1 of a config the test writes to conf, in a

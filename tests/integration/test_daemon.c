@@ -234,16 +234,6 @@ static void need_kvm(void)
 	hk_fixture_skip_unless(&fx, hk_kvm_available, "/dev/kvm");
 }
 
-static bool kernel_has_kvm_stats(void)
-{
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC), has;
-
-	cr_assert_geq(fd, 0, "/dev/kvm: %s", strerror(errno));
-	has = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_BINARY_STATS_FD);
-	close(fd);
-	return has > 0;
-}
-
 static json_int_t kvm_stat(json_t *ks, const char *name)
 {
 	json_t *v = json_object_get(ks, name);
@@ -262,7 +252,7 @@ static void assert_kvm_stats(json_t *j)
 {
 	json_t *ks = json_object_get(j, "kvm_stats");
 
-	if (!kernel_has_kvm_stats()) {
+	if (!hk_kvm_has_stats()) {
 		cr_assert_null(ks, "kvm_stats on a kernel without them");
 		cr_assert(json_is_string(json_object_get(j, "kvm_stats_absent")));
 		return;
@@ -315,7 +305,7 @@ Test(daemon, guest_start_wait_console)
 
 	ctl(&r, "status", NULL, NULL, NULL);
 	cr_assert(
-	    strstr(r.out, kernel_has_kvm_stats() ? "kvm vcpus     exits=" : "kvm stats     absent"),
+	    strstr(r.out, hk_kvm_has_stats() ? "kvm vcpus     exits=" : "kvm stats     absent"),
 	    "%s", r.out);
 	hk_proc_result_free(&r);
 }

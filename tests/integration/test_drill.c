@@ -86,16 +86,6 @@ static json_t *ctl_json(const char *a1, const char *a2, const char *a3, const ch
 	return j;
 }
 
-static bool kernel_has_kvm_stats(void)
-{
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC), has;
-
-	cr_assert_geq(fd, 0, "/dev/kvm: %s", strerror(errno));
-	has = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_BINARY_STATS_FD);
-	close(fd);
-	return has > 0;
-}
-
 /*
  * Each phase is one boot, a new KVM VM: its mapping installs (pf_fixed)
  * are its own and cover at least the data set it loads; each ran, so it
@@ -107,7 +97,7 @@ static void assert_phase_kvm_stats(json_t *j)
 	json_t *inst = json_object_get(j, "mapping_installs"),
 	       *ks = json_object_get(j, "kvm_stats");
 
-	if (!kernel_has_kvm_stats()) {
+	if (!hk_kvm_has_stats()) {
 		cr_assert(json_is_string(json_object_get(j, "kvm_stats_absent")));
 		return;
 	}
