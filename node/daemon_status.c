@@ -166,6 +166,10 @@ void hk_daemon_status(struct hk_daemon *d, Hk__Ctl__CtlResponse *rsp)
 		s->bytes_from_disk = st.bytes_from_disk;
 		s->bytes_from_replicas = st.bytes_from_replicas;
 		s->tsc_khz = hk_vm_tsc_khz(g->vm);
+		/* A static name: daemon_rsp_free leaves it alone. */
+		s->write_tracking = (char *)hk_mem_tracking(hk_vm_mem(g->vm));
+		s->tracking_harvests = st.mem.harvests;
+		s->tracking_false_alarms = st.mem.false_alarms;
 	}
 	if (starting)
 		snprintf(ks_why, sizeof(ks_why), "a guest is starting");

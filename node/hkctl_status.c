@@ -226,6 +226,10 @@ static json_t *status_json(const Hk__Ctl__StatusReply *s)
 			    json_integer((json_int_t)s->bytes_from_replicas));
 	json_object_set_new(j, "wp_faults", json_integer((json_int_t)s->wp_faults));
 	json_object_set_new(j, "kept_pages", json_integer((json_int_t)s->kept_pages));
+	json_object_set_new(j, "write_tracking", json_string(s->write_tracking));
+	json_object_set_new(j, "tracking_harvests", json_integer((json_int_t)s->tracking_harvests));
+	json_object_set_new(j, "tracking_false_alarms",
+			    json_integer((json_int_t)s->tracking_false_alarms));
 	kvm_json(j, s);
 	return j;
 }
@@ -273,6 +277,10 @@ static void print_one(const Hk__Ctl__StatusReply *s)
 	       s->replicas_enabled ? "on" : "off",
 	       hk_format_size(s->bytes_from_disk, buf, sizeof(buf)),
 	       hk_format_size(s->bytes_from_replicas, buf2, sizeof(buf2)));
+	if (*s->write_tracking)
+		printf("tracking      %s; %llu harvests, %llu false alarms\n", s->write_tracking,
+		       (unsigned long long)s->tracking_harvests,
+		       (unsigned long long)s->tracking_false_alarms);
 	for (size_t i = 0; i < s->n_disks; i++)
 		printf("disk %-8s %s, %s, %s%s\n", s->disks[i]->name, s->disks[i]->path,
 		       hk_format_size(s->disks[i]->size, buf, sizeof(buf)), s->disks[i]->backend,

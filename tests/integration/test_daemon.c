@@ -267,6 +267,16 @@ static void assert_kvm_stats(json_t *j)
 	cr_assert_null(json_object_get(j, "kvm_stats_absent"));
 }
 
+/* The guest booted, so the write tracker is named (the table is on). */
+static void assert_write_tracking(json_t *j)
+{
+	const char *wt = json_string_value(json_object_get(j, "write_tracking"));
+
+	cr_assert(wt && (!strcmp(wt, "uffd") || !strcmp(wt, "kvm-dirty-log")), "write_tracking %s",
+		  wt ? wt : "(none)");
+	cr_assert(json_is_integer(json_object_get(j, "tracking_harvests")));
+}
+
 Test(daemon, guest_start_wait_console)
 {
 	struct hk_proc_result r;
@@ -298,6 +308,7 @@ Test(daemon, guest_start_wait_console)
 	cr_assert_not_null(j, "%s", r.out);
 	cr_assert_gt(json_integer_value(json_object_get(j, "resident_pages")), 16384);
 	assert_kvm_stats(j);
+	assert_write_tracking(j);
 	/* the per-node object carries them too (a pooled guest's nodes differ) */
 	assert_kvm_stats(json_array_get(json_object_get(j, "nodes"), 0));
 	json_decref(j);
