@@ -4,7 +4,7 @@
 #   deploy/cluster.sh up [-n N] [--dir DIR] [--memory SIZE] [--disk-size SIZE]
 #                        [--guest-memory SIZE] [--vcpus N] [--provider P]
 #                        [--port-base P] [--policy page|vcpu|adaptive]
-#                        [--disk-node NODE]
+#                        [--disk-node NODE] [--write-tracking auto|uffd|kvm]
 #   deploy/cluster.sh status [--dir DIR]
 #   deploy/cluster.sh down [--dir DIR]
 #
@@ -30,7 +30,7 @@ cmd=${1:-}
 [ -n "$cmd" ] || { usage >&2; exit 2; }
 shift
 nodes=1 dir=hk-cluster memory=1G disk_size=1G guest_memory= vcpus=2 provider="tcp;ofi_rxm"
-port_base=${HK_PORT_BASE:-7300} policy=adaptive disk_node=n1
+port_base=${HK_PORT_BASE:-7300} policy=adaptive disk_node=n1 write_tracking=auto
 while [ $# -gt 0 ]; do
 	case $1 in
 	-n) nodes=${2:?-n needs a number}; shift 2 ;;
@@ -43,6 +43,7 @@ while [ $# -gt 0 ]; do
 	--port-base) port_base=${2:?--port-base needs a port}; shift 2 ;;
 	--policy) policy=${2:?--policy needs page, vcpu or adaptive}; shift 2 ;;
 	--disk-node) disk_node=${2:?--disk-node needs a node name}; shift 2 ;;
+	--write-tracking) write_tracking=${2:?--write-tracking needs auto, uffd or kvm}; shift 2 ;;
 	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
@@ -79,6 +80,7 @@ kernel = $build/guestos/guestos.elf
 cmdline = memtest
 ${guest_memory:+memory = $guest_memory}
 vcpus = $vcpus
+write_tracking = $write_tracking
 
 $(for i in $(seq "$nodes"); do
 	printf '[node n%s]\naddress = 127.0.0.1:%s\nmemory = %s\ncontrol = %s\n\n' \
