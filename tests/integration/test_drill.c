@@ -272,9 +272,10 @@ Test(drill, guest_that_exits_early_ends_the_drill_at_once)
 	 * of the tiny kernel's line is what this test asks for. */
 	{
 		const char *l = strstr(r.err, "last console line: '");
+		char *piece = l ? strndup(l + 20, strcspn(l + 20, "'")) : NULL;
 
-		cr_assert(l && l[20] != '\'' && !strncmp(l + 20, "tiny kernel ok", strcspn(l + 20, "'")),
-			  "%s", r.err);
+		cr_assert(piece && *piece && strstr("tiny kernel ok", piece), "%s", r.err);
+		free(piece);
 	}
 	/* mkdata of 1 MiB and one boot; the wait itself is one poll */
 	cr_assert_lt(took, 10, "the drill took %.1f s for a guest that exited at boot", took);
